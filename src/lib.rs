@@ -1,0 +1,12 @@
+//! resnet18-fc: TorchVision's ResNet-18 image classifier, run by candle on CPU, served as an
+//! Alibaba Cloud Function Compute custom-runtime function.
+//!
+//! Layers, each knowing only the one below it:
+//! [`preprocess`] (bytes → tensor data) and [`resnet`] (tensor → logits) are joined by
+//! [`classifier::Classifier`], the only door into the model.
+
+pub mod classifier;
+pub mod labels;
+pub mod preprocess;
+pub mod resnet;
+pub mod synthetic;

@@ -1,0 +1,51 @@
+//! Command line of resnet18-fc: parses arguments and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli_classify;
+
+/// Default location of the converted weights, relative to the working directory.
+const DEFAULT_MODEL: &str = "model/resnet18.safetensors";
+
+/// TorchVision ResNet-18 image classifier for Alibaba Cloud Function Compute.
+#[derive(Debug, Parser)]
+#[command(name = "resnet18-fc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify image files and print the top classes of each.
+    Classify(ClassifyArgs),
+}
+
+/// Arguments of `resnet18-fc classify`.
+#[derive(Debug, clap::Args)]
+struct ClassifyArgs {
+    /// Weights file (safetensors).
+    #[arg(long, env = "RESNET18_FC_MODEL", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// How many classes to print per image (1..=1000).
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Image files to classify.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Classify(args) => {
+            cli_classify::run(&args.model, args.top_k, args.json, &args.images)
+        }
+    }
+}
