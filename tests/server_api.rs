@@ -49,7 +49,12 @@ async fn post_to(
 }
 
 async fn post_json(body: Value) -> (StatusCode, Value) {
-    post("/classify", Some("application/json"), body.to_string().into_bytes()).await
+    post(
+        "/classify",
+        Some("application/json"),
+        body.to_string().into_bytes(),
+    )
+    .await
 }
 
 /// Asserts the 200 contract shape and returns the predicted class indices.
@@ -189,7 +194,8 @@ async fn top_k_comes_from_query_or_body_and_must_be_1_to_10() {
         assert_error(status, &body, 400, "invalid_top_k");
     }
     for bad in [json!(0), json!(11), json!("3"), json!(2.5)] {
-        let (status, body) = post_json(json!({"image": STANDARD.encode(&image), "top_k": bad})).await;
+        let (status, body) =
+            post_json(json!({"image": STANDARD.encode(&image), "top_k": bad})).await;
         assert_error(status, &body, 400, "invalid_top_k");
     }
 }
@@ -199,31 +205,66 @@ async fn bad_inputs_get_documented_statuses_and_codes() {
     let cases: Vec<(Option<&str>, Vec<u8>, u16, &str)> = vec![
         (Some("image/png"), Vec::new(), 400, "empty_body"),
         (Some("application/json"), Vec::new(), 400, "empty_body"),
-        (Some("application/json"), b"{\"image\": ".to_vec(), 400, "invalid_json"),
-        (Some("application/json"), b"[1,2,3]".to_vec(), 400, "invalid_json"),
+        (
+            Some("application/json"),
+            b"{\"image\": ".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            Some("application/json"),
+            b"[1,2,3]".to_vec(),
+            400,
+            "invalid_json",
+        ),
         (
             Some("application/json"),
             br#"{"image": "***not base64***"}"#.to_vec(),
             400,
             "invalid_base64",
         ),
-        (Some("application/json"), br#"{"image": ""}"#.to_vec(), 400, "empty_image"),
-        (Some("application/json"), br#"{"top_k": 3}"#.to_vec(), 400, "missing_image"),
+        (
+            Some("application/json"),
+            br#"{"image": ""}"#.to_vec(),
+            400,
+            "empty_image",
+        ),
+        (
+            Some("application/json"),
+            br#"{"top_k": 3}"#.to_vec(),
+            400,
+            "missing_image",
+        ),
         (
             Some("application/json"),
             br#"{"image": "data:text/plain;base64,aGVsbG8="}"#.to_vec(),
             415,
             "unsupported_media_type",
         ),
-        (Some("text/plain"), b"hello".to_vec(), 415, "unsupported_media_type"),
+        (
+            Some("text/plain"),
+            b"hello".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
         (
             Some("application/x-www-form-urlencoded"),
             b"a=b".to_vec(),
             415,
             "unsupported_media_type",
         ),
-        (Some("image/png"), b"this is not an image".to_vec(), 415, "unsupported_image_type"),
-        (Some("image/png"), png(40, 40)[..60].to_vec(), 400, "invalid_image"),
+        (
+            Some("image/png"),
+            b"this is not an image".to_vec(),
+            415,
+            "unsupported_image_type",
+        ),
+        (
+            Some("image/png"),
+            png(40, 40)[..60].to_vec(),
+            400,
+            "invalid_image",
+        ),
         (
             Some("application/json"),
             br#"{"url": "oss://bucket/cat.jpg"}"#.to_vec(),
@@ -288,7 +329,11 @@ async fn request_id_comes_from_the_fc_header() {
 
 #[tokio::test]
 async fn healthz_reports_ready_model_and_version_and_index_is_html() {
-    let response = client().get(url(shared(), "/healthz")).send().await.unwrap();
+    let response = client()
+        .get(url(shared(), "/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json_bytes().await;
     assert_eq!(body["status"], "ready");
@@ -297,7 +342,10 @@ async fn healthz_reports_ready_model_and_version_and_index_is_html() {
     assert_eq!(body["workers"], 2);
     let response = client().get(url(shared(), "/")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let page = response.text().await.unwrap();
     assert!(page.contains("classify"), "{page}");

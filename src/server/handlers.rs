@@ -107,9 +107,11 @@ pub async fn invoke(
             InvokeEvent::Classify(image) => {
                 let k = api::choose_top_k(None, image.top_k);
                 let answer = classify_image(&state, &context, image.source, k).await?;
-                Ok(axum::Json(serde_json::to_value(answer).map_err(internal)?))
+                Ok(axum::Json(answer).into_response())
             }
-            InvokeEvent::Events(event) => handle_events(&state, &context, event).await,
+            InvokeEvent::Events(event) => handle_events(&state, &context, event)
+                .await
+                .map(IntoResponse::into_response),
         }
     }
     .await;
