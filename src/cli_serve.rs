@@ -1,8 +1,10 @@
 //! `resnet18-fc serve` (also what runs with no subcommand): the FC custom-runtime server.
 //!
 //! Thread budget (FC allows 1024 processes + threads per instance): rayon's global pool gets
-//! `workers` threads (inference and candle's kernels), tokio gets at most 2 workers and 2
-//! blocking threads, plus the main thread.
+//! `workers` threads (inference jobs and candle's parallel conv/matmul kernels), tokio gets at
+//! most 2 workers (its blocking pool is capped at 2 and unused), plus the main thread: at most
+//! `workers + 3`. candle 0.11 would otherwise size two private pools from the host's physical
+//! core count, which ignores the instance's cgroup CPU quota; see [`pin_candle_threads`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -64,6 +66,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let workers = args.workers.unwrap_or_else(config::cpu_budget);
+    pin_candle_threads(workers);
     configure_rayon(workers);
     let port = config::resolve_port(args.port, &config::process_env)?;
     let address = socket_address(&args.host, port)?;
@@ -106,6 +109,26 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// candle 0.11 reads its thread counts from the environment, lazily, on first use:
+/// `RAYON_NUM_THREADS` sizes gemm's work split (and candle's private rayon pool, unused here),
+/// `CANDLE_NUM_THREADS` its "barrier pool" for element-wise ops (that many threads − 1, spinning
+/// between ops). Without them both follow the host's physical cores. We set the first to the
+/// worker count and the second to 1, which turns the barrier pool off: element-wise ops run on
+/// the inference thread itself, and concurrent requests keep every worker busy instead.
+/// Must run before any thread exists (see the SAFETY note); `serve` calls it first thing.
+fn pin_candle_threads(workers: usize) {
+    let settings = [
+        ("RAYON_NUM_THREADS", workers.to_string()),
+        ("CANDLE_NUM_THREADS", "1".to_string()),
+    ];
+    for (name, value) in settings {
+        // SAFETY: `run` is called from `main` before this process spawns any thread (clap and
+        // tracing-subscriber's stdout writer start none), so nothing reads the environment
+        // concurrently with this write.
+        unsafe { std::env::set_var(name, value) };
+    }
 }
 
 /// rayon's global pool runs inference jobs and candle's parallel kernels: size it once.

@@ -23,16 +23,25 @@ pub fn weights() -> &'static SyntheticWeights {
     WEIGHTS.get_or_init(SyntheticWeights::generate)
 }
 
-/// A safetensors file of the synthetic weights, written once per test binary.
+/// A safetensors file of the synthetic weights, written once per test binary run under
+/// Cargo's per-target temp dir (overwritten by the next run, so nothing piles up in /tmp).
 pub fn model_file() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("resnet18.safetensors");
-        weights().write_safetensors(&path).expect("write weights");
-        (dir, path)
-    });
-    path
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().to_string()))
+            .unwrap_or_else(|| "server-tests".into());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("server-tests");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("{binary}.safetensors"));
+        let partial = dir.join(format!("{binary}.{}.partial", std::process::id()));
+        weights()
+            .write_safetensors(&partial)
+            .expect("write weights");
+        std::fs::rename(&partial, &path).expect("rename weights");
+        path
+    })
 }
 
 /// A classifier over the synthetic weights.
