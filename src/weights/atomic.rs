@@ -39,9 +39,17 @@ impl TempFile {
         &self.path
     }
 
-    /// Flushes the file to disk and renames it to `target`, replacing any existing file.
+    /// Makes the file readable by everyone (`0644` on Unix: the model is read by whichever user
+    /// the function runs as), flushes it to disk and renames it to `target`, replacing any
+    /// existing file.
     pub fn persist(mut self, target: &Path) -> std::io::Result<()> {
-        File::open(&self.path)?.sync_all()?;
+        let file = File::open(&self.path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+        file.sync_all()?;
         std::fs::rename(&self.path, target)?;
         self.persisted = true;
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {

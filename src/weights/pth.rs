@@ -259,23 +259,74 @@ pub fn gather(storage: &[u8], entry: &TensorEntry) -> Option<Vec<u8>> {
     if needed_elements(entry)?.checked_mul(elem)? > storage.len() {
         return None;
     }
-    if is_contiguous(&entry.shape, &entry.stride) {
-        let start = entry.offset * elem;
-        return Some(storage[start..start + numel * elem].to_vec());
-    }
     let mut out = Vec::with_capacity(numel * elem);
-    let mut index = vec![0usize; entry.shape.len()];
-    for _ in 0..numel {
-        let pos = entry.offset
+    if numel == 0 {
+        return Some(out);
+    }
+    let (shape, stride) = coalesce(&entry.shape, &entry.stride);
+    let (&run_len, outer_shape) = shape.split_last()?;
+    let (&run_stride, outer_stride) = stride.split_last()?;
+    let mut index = vec![0usize; outer_shape.len()];
+    for _ in 0..numel / run_len {
+        let base = entry.offset
             + index
                 .iter()
-                .zip(&entry.stride)
+                .zip(outer_stride)
                 .map(|(i, s)| i * s)
                 .sum::<usize>();
-        out.extend_from_slice(&storage[pos * elem..(pos + 1) * elem]);
-        advance(&mut index, &entry.shape);
+        copy_run(&mut out, storage, elem, base, run_len, run_stride);
+        advance(&mut index, outer_shape);
     }
     Some(out)
+}
+
+/// Appends `len` elements starting at element `base`, `stride` elements apart.
+fn copy_run(
+    out: &mut Vec<u8>,
+    storage: &[u8],
+    elem: usize,
+    base: usize,
+    len: usize,
+    stride: usize,
+) {
+    match stride {
+        1 => out.extend_from_slice(&storage[base * elem..(base + len) * elem]),
+        0 => {
+            let value = &storage[base * elem..(base + 1) * elem];
+            for _ in 0..len {
+                out.extend_from_slice(value);
+            }
+        }
+        _ => {
+            for i in 0..len {
+                let pos = base + i * stride;
+                out.extend_from_slice(&storage[pos * elem..(pos + 1) * elem]);
+            }
+        }
+    }
+}
+
+/// Merges adjacent dimensions that can be walked as one (`stride[i] == shape[i+1] ·
+/// stride[i+1]`: contiguous runs and runs of `expand`ed zeros) and drops size-1 dimensions.
+/// Always returns at least one dimension.
+fn coalesce(shape: &[usize], stride: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut dims: Vec<(usize, usize)> = Vec::with_capacity(shape.len());
+    for (&n, &s) in shape.iter().zip(stride) {
+        if n == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some((m, t)) if Some(*t) == n.checked_mul(s) => {
+                *m *= n;
+                *t = s;
+            }
+            _ => dims.push((n, s)),
+        }
+    }
+    if dims.is_empty() {
+        dims.push((1, 1));
+    }
+    dims.into_iter().unzip()
 }
 
 /// Row-major odometer step over `shape`.
@@ -287,18 +338,6 @@ fn advance(index: &mut [usize], shape: &[usize]) {
         }
         index[d] = 0;
     }
-}
-
-/// True when `stride` is the row-major contiguous stride of `shape` (size-1 dims ignored).
-fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
-    let mut expected = 1usize;
-    for (&dim, &s) in shape.iter().zip(stride).rev() {
-        if dim != 1 && s != expected {
-            return false;
-        }
-        expected = expected.saturating_mul(dim);
-    }
-    true
 }
 
 fn layout_error(path: &Path, entry: &TensorEntry) -> WeightsError {
@@ -673,9 +712,30 @@ mod tests {
     }
 
     #[test]
-    fn contiguity_ignores_strides_of_unit_dimensions() {
-        assert!(is_contiguous(&[4, 1, 3], &[3, 99, 1]));
-        assert!(!is_contiguous(&[4, 3], &[1, 4]));
-        assert!(is_contiguous(&[], &[]));
+    fn gather_mixes_expanded_and_strided_dimensions() {
+        // 2×3 view of storage [0,1,2,3,4,5,6]: rows start at 1 and 4 (stride 3), each row
+        // repeats one element (stride 0).
+        let storage = [0u8, 1, 2, 3, 4, 5, 6];
+        let out = gather(&storage, &entry(&[2, 3], &[3, 0], 1));
+        assert_eq!(out, Some(vec![1, 1, 1, 4, 4, 4]));
+    }
+
+    #[test]
+    fn gather_handles_scalars_and_empty_tensors() {
+        let storage = [5u8, 6];
+        assert_eq!(gather(&storage, &entry(&[], &[], 1)), Some(vec![6]));
+        assert_eq!(gather(&storage, &entry(&[0, 4], &[4, 1], 0)), Some(vec![]));
+    }
+
+    #[test]
+    fn coalesce_merges_contiguous_and_expanded_runs() {
+        assert_eq!(coalesce(&[2, 3, 4], &[12, 4, 1]), (vec![24], vec![1]));
+        assert_eq!(
+            coalesce(&[64, 3, 7, 7], &[0, 0, 0, 0]),
+            (vec![9408], vec![0])
+        );
+        assert_eq!(coalesce(&[3, 2], &[1, 3]), (vec![3, 2], vec![1, 3]));
+        assert_eq!(coalesce(&[4, 1, 3], &[3, 99, 1]), (vec![12], vec![1]));
+        assert_eq!(coalesce(&[], &[]), (vec![1], vec![1]));
     }
 }
