@@ -636,3 +636,32 @@ fn cli_fetch_model_takes_url_and_sha256_from_the_environment() {
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("sha256 mismatch"));
     assert!(!dir.path().join("other").exists());
 }
+
+#[test]
+fn committed_manifest_example_follows_the_format_and_names_torchvision_checkpoint() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/model/MANIFEST.example");
+    let text = std::fs::read_to_string(path).expect("MANIFEST.example");
+    let manifest = Manifest::parse(&text).expect("parses");
+    assert_eq!(
+        manifest.source_url,
+        "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    );
+    assert_eq!(
+        manifest.source_sha256,
+        "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec"
+    );
+    assert_eq!(manifest.source_size, 46_830_571);
+    assert_eq!(
+        (
+            manifest.source_url.as_str(),
+            manifest.source_sha256.as_str(),
+            manifest.source_size
+        ),
+        (
+            weights::DEFAULT_URL,
+            weights::DEFAULT_SHA256,
+            weights::DEFAULT_SIZE
+        )
+    );
+    assert_eq!((manifest.tensors, manifest.dtype.as_str()), (102, "f32"));
+}
