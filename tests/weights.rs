@@ -18,7 +18,7 @@ use resnet18_fc::resnet::ResNet18;
 use resnet18_fc::weights::manifest::Manifest;
 use resnet18_fc::weights::pth::Checkpoint;
 use resnet18_fc::weights::{
-    self, ConvertOptions, EnsureOutcome, FetchOptions, OutputDType, WeightsError,
+    self, ConvertOptions, ConvertReport, EnsureOutcome, FetchOptions, OutputDType, WeightsError,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -86,16 +86,18 @@ fn assert_documented_values(tensors: &HashMap<String, Tensor>, dtype: DType) {
     assert!(!tensors.keys().any(|k| k.contains("num_batches_tracked")));
 }
 
-#[test]
-fn tiny_checkpoint_converts_with_documented_names_shapes_and_values() {
+/// Converts a fixture with default options into a fresh directory.
+fn convert_fixture(name: &str) -> (tempfile::TempDir, PathBuf, ConvertReport) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("resnet18.safetensors");
-    let report = weights::convert_checkpoint(
-        &fixture("resnet18_tiny.pth"),
-        &out,
-        &ConvertOptions::default(),
-    )
-    .expect("tiny checkpoint converts");
+    let report = weights::convert_checkpoint(&fixture(name), &out, &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{name} converts: {e}"));
+    (dir, out, report)
+}
+
+#[test]
+fn tiny_checkpoint_converts_with_documented_names_shapes_and_values() {
+    let (dir, out, report) = convert_fixture("resnet18_tiny.pth");
     assert_eq!(report.tensors, 102);
     assert_eq!(
         (report.dtype.as_str(), report.source_dtype.as_str()),
@@ -118,14 +120,7 @@ fn tiny_checkpoint_converts_with_documented_names_shapes_and_values() {
 
 #[test]
 fn f16_checkpoint_converts_to_f16_with_the_same_values() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("half.safetensors");
-    let report = weights::convert_checkpoint(
-        &fixture("resnet18_tiny_f16.pth"),
-        &out,
-        &ConvertOptions::default(),
-    )
-    .expect("f16 checkpoint converts");
+    let (_dir, out, report) = convert_fixture("resnet18_tiny_f16.pth");
     assert_eq!(
         (report.dtype.as_str(), report.source_dtype.as_str()),
         ("f16", "f16")
@@ -565,6 +560,11 @@ fn cli() -> Command {
     cmd
 }
 
+fn assert_exit_code(output: &std::process::Output, code: i32) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+}
+
 #[test]
 fn cli_convert_exits_zero_on_success_and_one_on_a_bad_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -575,12 +575,7 @@ fn cli_convert_exits_zero_on_success_and_one_on_a_bad_checkpoint() {
         .arg(&out)
         .output()
         .expect("runs");
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert_exit_code(&ok, 0);
     assert!(String::from_utf8_lossy(&ok.stdout).contains("102 tensors, f16 from f32"));
     assert_documented_values(&load_safetensors(&out), DType::F16);
 
@@ -591,7 +586,7 @@ fn cli_convert_exits_zero_on_success_and_one_on_a_bad_checkpoint() {
         .arg(&bad_out)
         .output()
         .expect("runs");
-    assert_eq!(bad.status.code(), Some(1));
+    assert_exit_code(&bad, 1);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
         stderr.contains("fc.weight has shape [10, 512], expected [1000, 512]"),
@@ -613,12 +608,7 @@ fn cli_fetch_model_takes_url_and_sha256_from_the_environment() {
         .env(weights::SHA256_ENV, sha256_hex(&body))
         .output()
         .expect("runs");
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert_exit_code(&ok, 0);
     let manifest = std::fs::read_to_string(dir.path().join("MANIFEST")).expect("manifest");
     assert!(
         manifest.contains(&format!("source_url = {url}\n")),
@@ -632,7 +622,7 @@ fn cli_fetch_model_takes_url_and_sha256_from_the_environment() {
         .args(["--url", &url, "--sha256", &"1".repeat(64)])
         .output()
         .expect("runs");
-    assert_eq!(wrong.status.code(), Some(1));
+    assert_exit_code(&wrong, 1);
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("sha256 mismatch"));
     assert!(!dir.path().join("other").exists());
 }
