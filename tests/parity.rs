@@ -50,6 +50,7 @@ struct Fixture {
     image: String,
     crop: String,
     pil_mode: String,
+    size: [u32; 2],
     tensor_sha256: String,
     tensor_samples: Vec<Sample>,
     logits: Vec<f32>,
@@ -143,11 +144,24 @@ fn top_indices(values: &[f32], k: usize) -> Vec<usize> {
 }
 
 /// All fixtures' TorchVision tensors as one `N×3×224×224` batch.
-fn torchvision_batch() -> Vec<f32> {
-    fixtures()
-        .iter()
-        .flat_map(|(_, f)| torchvision_tensor(f))
-        .collect()
+fn torchvision_batch() -> &'static [f32] {
+    static BATCH: OnceLock<Vec<f32>> = OnceLock::new();
+    BATCH.get_or_init(|| {
+        fixtures()
+            .iter()
+            .flat_map(|(_, f)| torchvision_tensor(f))
+            .collect()
+    })
+}
+
+/// Our logits on [`torchvision_batch`], one row per fixture (computed once).
+fn our_logits() -> &'static [Vec<f32>] {
+    static LOGITS: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
+    LOGITS.get_or_init(|| {
+        classifier()
+            .logits(torchvision_batch(), fixtures().len())
+            .unwrap_or_else(|e| panic!("forward failed: {e}"))
+    })
 }
 
 #[test]
@@ -171,7 +185,10 @@ fn synthetic_weights_are_bit_identical_to_pytorch() {
         }
     }
     let ours = hex::encode(hasher.finalize());
-    eprintln!("synthetic weights sha256: ours {ours}, PyTorch {}", golden.sha256);
+    eprintln!(
+        "synthetic weights sha256: ours {ours}, PyTorch {}",
+        golden.sha256
+    );
     assert_eq!(ours, golden.sha256);
 }
 
@@ -188,12 +205,14 @@ fn torchvision_crop_normalises_to_the_identical_tensor() {
 
 #[test]
 fn logits_on_torchvision_tensor_match_pytorch() {
-    let batch = torchvision_batch();
-    assert_eq!(sha256_f32_le(&batch[..TENSOR_LEN]), fixtures()[0].1.tensor_sha256);
-    let logits = classifier()
-        .logits(&batch, fixtures().len())
-        .unwrap_or_else(|e| panic!("forward failed: {e}"));
-    for ((name, fixture), ours) in fixtures().iter().zip(&logits) {
+    // The input is TorchVision's tensor bit for bit: every image's digest matches.
+    for ((name, fixture), chw) in fixtures()
+        .iter()
+        .zip(torchvision_batch().chunks(TENSOR_LEN))
+    {
+        assert_eq!(sha256_f32_le(chw), fixture.tensor_sha256, "{name}");
+    }
+    for ((name, fixture), ours) in fixtures().iter().zip(our_logits()) {
         let diff = max_abs_diff(ours, &fixture.logits);
         eprintln!(
             "{name:16} logits max |ours - PyTorch| = {diff:.2e} (PyTorch f32 vs f64: {:.2e})",
@@ -274,7 +293,10 @@ fn top3_from_image_bytes_matches_pytorch() {
     for ((name, fixture), result) in fixtures().iter().zip(results) {
         let prediction = result.unwrap_or_else(|e| panic!("{name}: {e}"));
         let ours: Vec<usize> = prediction.classes.iter().map(|c| c.index).collect();
-        eprintln!("{name:16} top-3 ours {ours:?}, PyTorch {:?}", &fixture.top5[..3]);
+        eprintln!(
+            "{name:16} top-3 ours {ours:?}, PyTorch {:?}",
+            &fixture.top5[..3]
+        );
         if ours != fixture.top5[..3] {
             mismatches.push(name.as_str());
         }
@@ -306,21 +328,75 @@ fn stock_candle_logits(batch: &[f32], count: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn stock_candle_resnet18_agrees_with_our_graph() {
-    let batch = torchvision_batch();
-    let count = fixtures().len();
-    let stock = stock_candle_logits(&batch, count);
-    let ours = classifier()
-        .logits(&batch, count)
-        .unwrap_or_else(|e| panic!("forward failed: {e}"));
+    let stock = stock_candle_logits(torchvision_batch(), fixtures().len());
     let mut diffs = Vec::new();
-    for (((name, fixture), s), o) in fixtures().iter().zip(&stock).zip(&ours) {
+    for (((name, fixture), s), o) in fixtures().iter().zip(&stock).zip(our_logits()) {
         let vs_ours = max_abs_diff(s, o);
         let vs_torch = max_abs_diff(s, &fixture.logits);
-        eprintln!("{name:16} stock candle: max |stock - ours| {vs_ours:.2e}, |stock - PyTorch| {vs_torch:.2e}");
+        eprintln!(
+            "{name:16} stock candle: max |stock - ours| {vs_ours:.2e}, |stock - PyTorch| {vs_torch:.2e}"
+        );
         diffs.push((name.as_str(), vs_ours, vs_torch));
     }
     for (name, vs_ours, vs_torch) in diffs {
-        assert!(vs_ours <= LOGIT_TOLERANCE, "{name}: stock vs ours {vs_ours}");
-        assert!(vs_torch <= LOGIT_TOLERANCE, "{name}: stock vs PyTorch {vs_torch}");
+        assert!(
+            vs_ours <= LOGIT_TOLERANCE,
+            "{name}: stock vs ours {vs_ours}"
+        );
+        assert!(
+            vs_torch <= LOGIT_TOLERANCE,
+            "{name}: stock vs PyTorch {vs_torch}"
+        );
+    }
+}
+
+/// Alpha spans fully transparent to opaque with intermediate values.
+fn has_varied_alpha(img: &image::DynamicImage) -> bool {
+    let mut levels = [false; 256];
+    for px in img.to_rgba8().pixels() {
+        levels[usize::from(px[3])] = true;
+    }
+    levels[0] && levels[255] && levels.iter().filter(|&&l| l).count() > 100
+}
+
+#[test]
+fn fixtures_cover_every_case_the_issue_names() {
+    let mut seen = Vec::new();
+    for (name, fixture) in fixtures() {
+        let bytes = read_bytes(&fixture.image);
+        let img = image::load_from_memory(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (w, h) = (img.width(), img.height());
+        assert_eq!([w, h], fixture.size, "{name}: size differs from PIL's");
+        let format = image::guess_format(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let color = img.color();
+        if format == image::ImageFormat::Jpeg && w != h {
+            seen.push("non-square JPEG");
+        }
+        if format == image::ImageFormat::Png && h > w {
+            seen.push("portrait PNG");
+        }
+        if color == image::ColorType::L8 && fixture.pil_mode == "L" {
+            seen.push("grayscale");
+        }
+        if color == image::ColorType::Rgba8 && fixture.pil_mode == "RGBA" && has_varied_alpha(&img)
+        {
+            seen.push("RGBA with varied alpha");
+        }
+        if w < 224 && h < 224 {
+            seen.push("smaller than 224");
+        }
+        if w.max(h) >= 10 * w.min(h) {
+            seen.push("very elongated");
+        }
+    }
+    for case in [
+        "non-square JPEG",
+        "portrait PNG",
+        "grayscale",
+        "RGBA with varied alpha",
+        "smaller than 224",
+        "very elongated",
+    ] {
+        assert!(seen.contains(&case), "no fixture is {case}");
     }
 }

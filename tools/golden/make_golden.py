@@ -332,6 +332,10 @@ def write_checkpoints(template: dict[str, torch.Tensor], versions: dict) -> None
             "contiguous f32: element i (row-major) of the j-th of these (1-based) equals "
             "f32(i/1024 + j)",
         },
+        "reader_note": "candle_core::pickle::read_pth_tensor_info reports these stride-0 "
+        "layouts (storage_size 1), but PthTensors::get refuses them ('cannot retrieve "
+        "non-contiguous tensors'): a converter must read the storage record itself and expand "
+        "it. resnet18_contiguous_subset.pth reads with PthTensors::get as is.",
         "missing_tensor": "layer3.1.bn2.running_var",
         "misshaped_tensor": {"name": "fc.weight", "shape": [10, 512], "expected": [1000, 512]},
         "float_tensors": tensors,
