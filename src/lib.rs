@@ -14,3 +14,4 @@ pub mod preprocess;
 pub mod resnet;
 pub mod server;
 pub mod synthetic;
+pub mod weights;
