@@ -15,7 +15,10 @@ use clap::builder::RangedU64ValueParser;
 use resnet18_fc::config::{self, MAX_BODY_BYTES};
 use resnet18_fc::fc::Lifecycle;
 use resnet18_fc::preprocess::Limits;
-use resnet18_fc::server::{self, DEFAULT_QUEUE, FileLoader, Server, ServerOptions};
+use resnet18_fc::server::{
+    self, DEFAULT_QUEUE, FetchingLoader, ModelLoader, Server, ServerOptions,
+};
+use resnet18_fc::weights::FetchOptions;
 
 /// Tokio worker threads at most: handlers only parse and wait, CPU work runs on rayon.
 const MAX_ASYNC_WORKERS: usize = 2;
@@ -46,6 +49,10 @@ pub struct ServeArgs {
     /// Requests that may wait for an inference thread; more get 503 + Retry-After.
     #[arg(long, env = "RESNET18_FC_QUEUE", default_value_t = DEFAULT_QUEUE)]
     queue: usize,
+    /// Never download the weights: a missing model file gives 503 `model_not_ready` (without
+    /// this flag the server fetches TorchVision's checkpoint in the background when it is missing).
+    #[arg(long, env = "RESNET18_FC_OFFLINE")]
+    offline: bool,
 }
 
 /// Runs the server until SIGTERM / SIGINT / `GET /pre-stop`; exit status 0 after a clean drain.
@@ -71,11 +78,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let port = config::resolve_port(args.port, &config::process_env)?;
     let address = socket_address(&args.host, port)?;
     let model = config::resolve_model_path(args.model.as_deref(), &config::process_env);
-    let loader = FileLoader {
+    let loader = FetchingLoader {
         path: model,
         limits: Limits {
             max_pixels: args.max_pixels,
         },
+        fetch: FetchOptions {
+            progress: false,
+            ..FetchOptions::from_env()
+        },
+        offline: args.offline,
     };
     let options = ServerOptions {
         max_body_bytes: args.max_body_bytes,
@@ -88,7 +100,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         queue = args.queue,
         max_body_bytes = args.max_body_bytes,
         max_pixels = args.max_pixels,
-        model = %loader.path.display(),
+        model = %loader.describe(),
         "starting"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -139,3 +139,32 @@ async fn markers_request_ids_and_no_secrets_in_logs_or_responses() {
     // 4 requests × (2 markers + at least the "answered" line).
     assert!(checked >= 12, "only {checked} lines:\n{after_ready}");
 }
+
+#[tokio::test]
+async fn offline_without_weights_the_server_stays_up_and_answers_503() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("resnet18.safetensors");
+    let server = Spawned::start_with_model(&missing, &["--offline"], &[]);
+    assert!(server.wait_for_output(|o| o.contains("model not loaded"), 60));
+    let response = client()
+        .post(server.url("/classify"))
+        .header("content-type", "image/png")
+        .body(png(16, 16))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
+    assert_eq!(body["error"]["code"], "model_not_ready");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("fetch-model"), "{message}");
+    let health = client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status().as_u16(), 503);
+    assert!(!missing.exists(), "offline mode must not create the model");
+}

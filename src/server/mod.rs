@@ -26,7 +26,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
-pub use model::{FileLoader, LoadError, ModelLoader, ModelSlot, Readiness};
+pub use model::{FetchingLoader, FileLoader, LoadError, ModelLoader, ModelSlot, Readiness};
 pub use plugins::{BoxFuture, Classified, ClassifyHandle, EventHandler, ImageFetcher};
 pub use pool::{Admission, InferencePool, PoolError};
 

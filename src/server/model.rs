@@ -2,14 +2,16 @@
 //!
 //! Policy (FC must see a listening port within 120 s, platform.md §1.1):
 //! - the server binds first, then loads the model in the background ([`ModelSlot::load_now`]);
-//! - a request that arrives while the load runs waits for it;
+//! - a request that arrives while the load runs waits for it, at most [`LOAD_WAIT`] (a load
+//!   that downloads the weights can take minutes), then gets 503 `model_not_ready`;
 //! - if the load fails (e.g. the weights file is missing), requests get 503 `model_not_ready`
 //!   and the server stays up; the next request retries at most every [`RETRY_INTERVAL`], and
 //!   `POST /initialize` always retries;
 //! - every successful load ends with one warm-up inference.
 //!
-//! Where the weights come from is behind [`ModelLoader`]: today [`FileLoader`] reads a local
-//! safetensors file; a loader that downloads missing weights first can replace it unchanged.
+//! Where the weights come from is behind [`ModelLoader`]: [`FileLoader`] reads a local
+//! safetensors file; [`FetchingLoader`] first downloads and converts TorchVision's checkpoint
+//! when the file is missing (unless offline), via [`crate::weights::ensure_model`].
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -20,9 +22,12 @@ use tokio::sync::Mutex;
 use super::pool::InferencePool;
 use crate::classifier::{Classifier, ModelInfo};
 use crate::preprocess::Limits;
+use crate::weights::{EnsureOutcome, FetchOptions, ensure_model};
 
 /// Shortest time between two load attempts triggered by ordinary requests.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest time an ordinary request waits for a load in progress.
+pub const LOAD_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the model could not be loaded (the message says what to do).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +65,42 @@ impl ModelLoader for FileLoader {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+/// Like [`FileLoader`], but a missing file is first downloaded, verified and converted
+/// ([`ensure_model`]); with `offline` it is an error naming the command to run instead.
+#[derive(Debug, Clone)]
+pub struct FetchingLoader {
+    /// The weights file (installed there when fetched).
+    pub path: PathBuf,
+    /// Image limits of the classifier.
+    pub limits: Limits,
+    /// Where to download from and what to expect.
+    pub fetch: FetchOptions,
+    /// Never download.
+    pub offline: bool,
+}
+
+impl ModelLoader for FetchingLoader {
+    fn load(&self) -> Result<Classifier, LoadError> {
+        match ensure_model(&self.path, &self.fetch, self.offline) {
+            Ok(EnsureOutcome::Present) => {}
+            Ok(EnsureOutcome::Fetched(report)) => {
+                tracing::info!(model = %report.model.display(), "weights downloaded and converted");
+            }
+            Err(e) => return Err(LoadError(e.to_string())),
+        }
+        Classifier::load_with_limits(&self.path, self.limits).map_err(|e| LoadError(e.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        let mode = if self.offline {
+            "offline"
+        } else {
+            "fetch if missing"
+        };
+        format!("{} ({mode})", self.path.display())
     }
 }
 
@@ -158,7 +199,15 @@ impl ModelSlot {
         if let Some(c) = self.ready() {
             return Ok(c);
         }
-        let mut attempts = self.attempts.lock().await;
+        let mut attempts = if force {
+            self.attempts.lock().await
+        } else {
+            tokio::time::timeout(LOAD_WAIT, self.attempts.lock())
+                .await
+                .map_err(|_| {
+                    LoadError("the model is still loading; retry in a few seconds".into())
+                })?
+        };
         if let Some(c) = self.ready() {
             return Ok(c);
         }
@@ -204,5 +253,65 @@ impl ModelSlot {
             "model ready"
         );
         Ok(Arc::new(classifier))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Always fails, counting its calls.
+    struct Failing(AtomicUsize);
+
+    impl ModelLoader for Failing {
+        fn load(&self) -> Result<Classifier, LoadError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(LoadError("no weights here".into()))
+        }
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_is_retried_by_requests_only_after_the_interval_but_always_by_load_now() {
+        let loader = Arc::new(Failing(AtomicUsize::new(0)));
+        let slot = ModelSlot::new(Arc::clone(&loader) as Arc<dyn ModelLoader>);
+        let pool = InferencePool::new(1, 0);
+        assert_eq!(slot.readiness(), Readiness::Loading);
+        assert_eq!(slot.get(&pool).await.unwrap_err().0, "no weights here");
+        assert_eq!(slot.get(&pool).await.unwrap_err().0, "no weights here");
+        assert_eq!(
+            loader.0.load(Ordering::SeqCst),
+            1,
+            "second request reused the failure"
+        );
+        assert_eq!(
+            slot.readiness(),
+            Readiness::Failed("no weights here".into())
+        );
+        assert!(slot.load_now(&pool).await.is_err());
+        assert_eq!(
+            loader.0.load(Ordering::SeqCst),
+            2,
+            "load_now retried at once"
+        );
+        assert!(slot.ready().is_none());
+    }
+
+    #[test]
+    fn offline_fetching_loader_reports_the_missing_file_and_the_command_to_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let loader = FetchingLoader {
+            path: dir.path().join("resnet18.safetensors"),
+            limits: Limits::default(),
+            fetch: FetchOptions::default(),
+            offline: true,
+        };
+        let message = loader.load().unwrap_err().0;
+        assert!(message.contains("resnet18.safetensors"), "{message}");
+        assert!(message.contains("fetch-model"), "{message}");
+        assert!(!dir.path().join("resnet18.safetensors").exists());
     }
 }

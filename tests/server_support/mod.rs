@@ -175,7 +175,10 @@ pub fn multipart_content_type() -> String {
 }
 
 /// Environment variables a child server must not inherit from the test environment.
-const INHERITED_FC_VARS: [&str; 10] = [
+const INHERITED_FC_VARS: [&str; 13] = [
+    "RESNET18_FC_OFFLINE",
+    "RESNET18_FC_MAX_BODY_BYTES",
+    "RESNET18_FC_MAX_PIXELS",
     "FC_CUSTOM_LISTEN_PORT",
     "FC_SERVER_PORT",
     "FC_FUNC_CODE_PATH",
@@ -200,10 +203,15 @@ impl Spawned {
     /// Starts the binary with the synthetic model, extra arguments and environment, and waits
     /// until it listens.
     pub fn start(extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_with_model(model_file(), extra_args, envs)
+    }
+
+    /// Like [`Spawned::start`] with another weights path.
+    pub fn start_with_model(model: &Path, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_resnet18-fc"));
         command
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
-            .arg(model_file())
+            .arg(model)
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
