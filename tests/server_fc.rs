@@ -168,3 +168,38 @@ async fn offline_without_weights_the_server_stays_up_and_answers_503() {
     assert_eq!(health.status().as_u16(), 503);
     assert!(!missing.exists(), "offline mode must not create the model");
 }
+
+#[tokio::test]
+async fn without_a_subcommand_it_serves_with_the_limit_flags_applied() {
+    let args: Vec<std::ffi::OsString> = vec![
+        "--port".into(),
+        "0".into(),
+        "--model".into(),
+        model_file().into(),
+        "--max-body-bytes".into(),
+        "2048".into(),
+        "--max-pixels".into(),
+        "1000".into(),
+    ];
+    let server = Spawned::start_args(&args, &[]);
+    server.wait_ready();
+    let post = |body: Vec<u8>| {
+        client()
+            .post(server.url("/classify"))
+            .header("content-type", "image/png")
+            .body(body)
+            .send()
+    };
+    let code = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
+        (status, body["error"]["code"].as_str().unwrap_or("").to_string())
+    };
+    let too_big = code(post(vec![0u8; 3000]).await.expect("send")).await;
+    assert_eq!(too_big, (413, "body_too_large".to_string()));
+    let too_many_pixels = code(post(png(40, 30)).await.expect("send")).await;
+    assert_eq!(too_many_pixels, (413, "image_too_large".to_string()));
+    let fine = code(post(png(20, 20)).await.expect("send")).await;
+    assert_eq!(fine, (200, String::new()));
+}

@@ -3,6 +3,7 @@
 //! exchange for keep-alive checks.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -208,11 +209,18 @@ impl Spawned {
 
     /// Like [`Spawned::start`] with another weights path.
     pub fn start_with_model(model: &Path, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut args: Vec<OsString> = vec!["serve".into()];
+        args.extend(["--host", "127.0.0.1", "--port", "0", "--model"].map(OsString::from));
+        args.push(model.into());
+        args.extend(extra_args.iter().map(OsString::from));
+        Self::start_args(&args, envs)
+    }
+
+    /// Starts the binary with exactly `args` (which must make it listen on a printed address).
+    pub fn start_args(args: &[OsString], envs: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_resnet18-fc"));
         command
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
-            .arg(model)
-            .args(extra_args)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for var in INHERITED_FC_VARS {
