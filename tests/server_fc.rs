@@ -194,7 +194,10 @@ async fn without_a_subcommand_it_serves_with_the_limit_flags_applied() {
         let status = response.status().as_u16();
         let body: serde_json::Value =
             serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-        (status, body["error"]["code"].as_str().unwrap_or("").to_string())
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
     };
     let too_big = code(post(vec![0u8; 3000]).await.expect("send")).await;
     assert_eq!(too_big, (413, "body_too_large".to_string()));
