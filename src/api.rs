@@ -331,10 +331,19 @@ pub fn parse_invoke(body: Bytes) -> Result<InvokeEvent, ApiError> {
     image_request(envelope).map(InvokeEvent::Classify)
 }
 
+/// Longest piece of client input quoted back in an error message (and so in the logs).
+const QUOTE_LIMIT: usize = 40;
+
 fn invalid_top_k(shown: &str) -> ApiError {
+    let quoted: String = shown.chars().take(QUOTE_LIMIT).collect();
+    let ellipsis = if quoted.len() < shown.len() {
+        "…"
+    } else {
+        ""
+    };
     ApiError::bad_request(
         "invalid_top_k",
-        format!("top_k must be an integer between 1 and {MAX_TOP_K}, got {shown}"),
+        format!("top_k must be an integer between 1 and {MAX_TOP_K}, got {quoted}{ellipsis}"),
     )
 }
 
@@ -489,6 +498,16 @@ mod tests {
         );
         let classify = parse_invoke(Bytes::from_static(br#"{"image": "aGk="}"#)).unwrap();
         assert!(matches!(classify, InvokeEvent::Classify(_)));
+    }
+
+    #[test]
+    fn long_invalid_top_k_values_are_not_echoed_in_full() {
+        let long = "9".repeat(10_000);
+        let body = format!(r#"{{"image": "aGk=", "top_k": "{long}"}}"#);
+        let err = parse_json_request(body.as_bytes()).unwrap_err();
+        assert_eq!(err.code, "invalid_top_k");
+        assert!(err.message.len() < 200, "{}", err.message);
+        assert!(err.message.ends_with('…'), "{}", err.message);
     }
 
     #[test]
