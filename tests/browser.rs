@@ -143,6 +143,12 @@ impl Browser {
         out
     }
 
+    /// Visible text of the first element matching `css`.
+    async fn text_of(&self, css: &str) -> String {
+        let el = self.s().find(css).await.expect("element exists");
+        self.s().text(&el).await.expect("element text")
+    }
+
     async fn screenshot(&self, name: &str) {
         let Some(dir) = std::env::var_os("RESNET18_FC_SCREENSHOT_DIR") else {
             return;
@@ -267,12 +273,7 @@ async fn uploaded_image_shows_the_api_top3_in_the_same_order() {
     assert_eq!(status, 200, "API: {body}");
     assert_same_predictions(&b.rendered_predictions().await, &api_predictions(&body));
 
-    let timing = b
-        .s()
-        .find("[data-testid=timing-inference]")
-        .await
-        .expect("timing");
-    let text = b.s().text(&timing).await.expect("timing text");
+    let text = b.text_of("[data-testid=timing-inference]").await;
     assert!(
         text.contains("inference") && text.ends_with("ms"),
         "timing shows {text:?}"
@@ -311,19 +312,13 @@ async fn invalid_file_shows_the_api_error_message() {
     assert!(status >= 400, "the API accepted junk: {status} {body}");
     let expected = body["error"]["message"].as_str().expect("error.message");
     let code = body["error"]["code"].as_str().expect("error.code");
-    let s = b.s();
-    let message = s
-        .text(&s.find("[data-testid=error-message]").await.expect("msg"))
-        .await;
-    assert_eq!(message.expect("message text"), expected);
-    let detail = s
-        .text(&s.find("[data-testid=error-detail]").await.expect("detail"))
-        .await;
-    let detail = detail.expect("detail text");
+    assert_eq!(b.text_of("[data-testid=error-message]").await, expected);
+    let detail = b.text_of("[data-testid=error-detail]").await;
     assert!(
         detail.contains(&format!("HTTP {status}")) && detail.contains(code),
         "detail {detail:?} lacks the status {status} or code {code}"
     );
+    let s = b.s();
     let results = s.find("[data-testid=results]").await.expect("results");
     assert!(
         !s.is_displayed(&results).await.expect("displayed"),
@@ -504,11 +499,7 @@ async fn unreachable_server_shows_a_network_error() {
     b.s().goto(&url).await.expect("load the page");
     b.pick(&photo).await;
     assert_eq!(b.outcome().await, "error");
-    let s = b.s();
-    let message = s
-        .text(&s.find("[data-testid=error-message]").await.expect("msg"))
-        .await;
-    let message = message.expect("message text");
+    let message = b.text_of("[data-testid=error-message]").await;
     assert!(
         message.starts_with("Could not reach the server"),
         "page says {message:?}"
