@@ -1,4 +1,5 @@
-//! The web page in a real headless Chromium, driven over W3C WebDriver by chromedriver.
+//! The web page in a real headless Chromium, driven over W3C WebDriver by chromedriver, against
+//! the real `resnet18-fc serve` binary (synthetic weights) on an ephemeral loopback port.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (run `.ci/install-browser.sh`). Without them
 //! these tests fail and say so; `RESNET18_FC_SKIP_BROWSER=1` skips them explicitly. Set
@@ -8,11 +9,13 @@ mod browser {
     pub mod harness;
     pub mod webdriver;
 }
+#[path = "server_support/mod.rs"]
+mod server_support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use browser::harness::{Server, start_harness, start_server};
+use browser::harness::{Server, start_server, start_under_base_path};
 use browser::webdriver::{Driver, Session, Viewport, find_tools};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,7 +59,6 @@ impl Browser {
                  tests deliberately, set RESNET18_FC_SKIP_BROWSER=1."
             )
         });
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let lock = BROWSER_LOCK.lock().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let profile = dir.path().join("profile");
@@ -187,7 +189,7 @@ fn photo_png(seed: u32) -> Vec<u8> {
 
 /// What `POST classify?top_k=3` answers for `bytes` sent as `content_type`: (status, JSON).
 async fn api_classify(server: &Server, bytes: &[u8], content_type: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = server_support::client()
         .post(format!("{}?top_k=3", server.classify_url))
         .header("content-type", content_type)
         .body(bytes.to_vec())
@@ -438,7 +440,7 @@ async fn page_under_a_base_path_calls_classify_relative_to_itself() {
     };
     // FC 2.0's HTTP trigger URL shape (platform.md §1.3, x-fc-base-path); the page is loaded
     // without a trailing slash, where a naive relative URL would lose the last segment.
-    let server = start_harness("/2016-08-15/proxy/svc/fn").await;
+    let server = start_under_base_path("/2016-08-15/proxy/svc/fn").await;
     assert!(!server.page_url.ends_with('/'));
     let png = photo_png(4);
     let photo = b.file("photo.png", &png);

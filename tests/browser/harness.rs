@@ -1,172 +1,118 @@
-//! The server the browser talks to.
-//!
-//! [`start_server`] is the one place that decides what serves the page. Until the real
-//! `resnet18-fc serve` lands, it is a small axum app: `GET /` serves [`INDEX_HTML`] and
-//! `POST /classify` runs the real [`Classifier`] on synthetic weights (no stub) and answers in the
-//! contract's shapes (DESIGN.md "Contracts").
+//! The server the browser talks to: the real `resnet18-fc serve` binary on an ephemeral
+//! loopback port, with synthetic weights (tests/server_support), optionally behind a proxy that
+//! puts it under a base path the way an FC HTTP trigger or custom-domain route does.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use resnet18_fc::classifier::{Classifier, ClassifyError};
-use resnet18_fc::preprocess::{Limits, PreprocessError};
-use resnet18_fc::synthetic::SyntheticWeights;
-use resnet18_fc::web::{INDEX_CACHE_CONTROL, INDEX_CONTENT_TYPE, INDEX_HTML};
-use serde_json::{Value, json};
 
-/// A running server; dropping it stops the listener task.
+use crate::server_support::{Spawned, client};
+
+/// A running server; dropping it stops the binary (and the proxy task, if any).
 pub struct Server {
     /// Where the page is served: `http://127.0.0.1:<port>/`, or `http://127.0.0.1:<port><base>`
     /// (no trailing slash, the harder case for relative URLs) under a base path.
     pub page_url: String,
     /// Absolute URL of the classify endpoint the page should end up calling.
     pub classify_url: String,
-    task: tokio::task::JoinHandle<()>,
+    _binary: Spawned,
+    proxy: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.proxy {
+            task.abort();
+        }
     }
 }
 
-/// Starts the server the browser tests run against, at the root of an ephemeral loopback port.
-pub async fn start_server() -> Server {
-    start_harness("").await
+/// Starts `resnet18-fc serve --host 127.0.0.1 --port 0` with the synthetic model and waits until
+/// the model is loaded.
+async fn spawn_binary() -> Spawned {
+    tokio::task::spawn_blocking(|| {
+        let spawned = Spawned::start(&[], &[]);
+        spawned.wait_ready();
+        spawned
+    })
+    .await
+    .expect("start the server binary")
 }
 
-/// Starts the harness with every route under `base` (e.g. `/2016-08-15/proxy/svc/fn`), the way
-/// an FC HTTP trigger or a custom-domain route can put a function under a base path.
-pub async fn start_harness(base: &str) -> Server {
-    let api = Router::new()
-        .route("/", get(index))
-        .route("/classify", post(classify))
-        .with_state(classifier());
-    let app = if base.is_empty() {
-        api
-    } else {
-        Router::new().nest(base, api)
-    };
+/// The real server, at the root of its port.
+pub async fn start_server() -> Server {
+    let binary = spawn_binary().await;
+    Server {
+        page_url: binary.url("/"),
+        classify_url: binary.url("/classify"),
+        _binary: binary,
+        proxy: None,
+    }
+}
+
+/// The real server behind a proxy that serves it under `base` (e.g. `/2016-08-15/proxy/svc/fn`)
+/// and strips that prefix, as FC's gateway does before the request reaches the function.
+pub async fn start_under_base_path(base: &'static str) -> Server {
+    let binary = spawn_binary().await;
+    let upstream = binary.url("");
+    let app = Router::new().fallback(forward).with_state((base, upstream));
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind an ephemeral loopback port");
     let addr = listener.local_addr().expect("local address");
     let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("harness server");
+        axum::serve(listener, app).await.expect("proxy");
     });
     Server {
-        page_url: if base.is_empty() {
-            format!("http://{addr}/")
-        } else {
-            format!("http://{addr}{base}")
-        },
+        page_url: format!("http://{addr}{base}"),
         classify_url: format!("http://{addr}{base}/classify"),
-        task,
+        _binary: binary,
+        proxy: Some(task),
     }
 }
 
-/// One classifier per test binary: generating the synthetic weights takes a moment.
-fn classifier() -> Arc<Classifier> {
-    static CLASSIFIER: OnceLock<Arc<Classifier>> = OnceLock::new();
-    CLASSIFIER
-        .get_or_init(|| {
-            let weights = SyntheticWeights::generate();
-            let c = Classifier::from_source(&weights, "synthetic", Limits::default())
-                .expect("synthetic weights build a classifier");
-            Arc::new(c)
-        })
-        .clone()
-}
-
-async fn index() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, INDEX_CONTENT_TYPE),
-            (header::CACHE_CONTROL, INDEX_CACHE_CONTROL),
-        ],
-        INDEX_HTML,
-    )
-        .into_response()
-}
-
-#[derive(serde::Deserialize)]
-struct Params {
-    top_k: Option<usize>,
-}
-
-async fn classify(
-    State(classifier): State<Arc<Classifier>>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-    body: Bytes,
+/// Forwards `<base><rest>` to `<upstream><rest>` (`<base>` alone to `/`); anything else is 404.
+async fn forward(
+    State((base, upstream)): State<(&'static str, String)>,
+    request: Request,
 ) -> Response {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    let request_id = format!("harness-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !(content_type.starts_with("image/") || content_type == "application/octet-stream") {
-        let message = format!("content type {content_type:?} is not an image");
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            &message,
-            &request_id,
-        );
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let Some(rest) = path_and_query.strip_prefix(base) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let rest = if rest.is_empty() || rest.starts_with('?') {
+        format!("/{rest}")
+    } else if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let method = request.method().clone();
+    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 64 << 20).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let mut call = client().request(method, format!("{upstream}{rest}"));
+    if let Some(ct) = content_type {
+        call = call.header(header::CONTENT_TYPE, ct);
     }
-    let started = Instant::now();
-    let k = params.top_k.unwrap_or(3);
-    let result = tokio::task::spawn_blocking(move || classifier.classify(&body, k)).await;
-    match result {
-        Ok(Ok(p)) => {
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-            let body = json!({
-                "model": "resnet18",
-                "predictions": p.classes,
-                "timing_ms": {
-                    "fetch": 0.0,
-                    "decode": ms(p.timing.decode),
-                    "inference": ms(p.timing.inference),
-                    "total": ms(started.elapsed()),
-                },
-                "request_id": request_id,
-            });
-            (StatusCode::OK, axum::Json(body)).into_response()
-        }
-        Ok(Err(e)) => error(status_of(&e), e.code(), &e.to_string(), &request_id),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "worker failed",
-            &request_id,
-        ),
+    let Ok(answer) = call.body(body).send().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = answer.status();
+    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+    let body: Bytes = answer.bytes().await.unwrap_or_default();
+    let mut response = (status, body).into_response();
+    if let Some(ct) = content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-}
-
-fn status_of(e: &ClassifyError) -> StatusCode {
-    match e {
-        ClassifyError::Image(PreprocessError::UnsupportedFormat) => {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
-        }
-        ClassifyError::Image(PreprocessError::TooManyPixels { .. }) => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
-        ClassifyError::Image(_) | ClassifyError::InvalidTopK { .. } => StatusCode::BAD_REQUEST,
-        ClassifyError::Model(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response {
-    let body: Value =
-        json!({"error": {"code": code, "message": message}, "request_id": request_id});
-    (status, axum::Json(body)).into_response()
+    response
 }

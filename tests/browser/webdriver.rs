@@ -87,6 +87,8 @@ impl Driver {
         profile_dir: &Path,
         viewport: Viewport,
     ) -> Result<Session, WebDriverError> {
+        // reqwest is built without a default TLS provider; plain http still needs one installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()?;
