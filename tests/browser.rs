@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use browser::harness::{Server, start_server, start_under_base_path};
-use browser::webdriver::{Driver, Session, Viewport, find_tools};
+use browser::webdriver::{Driver, Session, TAB, Viewport, find_tools};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -459,30 +459,65 @@ async fn page_under_a_base_path_calls_classify_relative_to_itself() {
     b.close().await;
 }
 
-/// Serves the page for every `GET` and drops every other request's connection without a
-/// byte of answer, so the page's `POST classify` meets a network failure, not an HTTP error.
-async fn serve_page_only() -> String {
+/// A raw HTTP/1.1 response closing the connection.
+fn raw_response(status: &str, content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads one request (head and a `Content-Length` body) and returns whether it was a `GET`.
+async fn read_request(conn: &mut tokio::net::TcpStream) -> bool {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let Ok(n) = conn.read(&mut buf).await else {
+            return false;
+        };
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if data.len() >= end + 4 + length {
+            break;
+        }
+    }
+    data.starts_with(b"GET ")
+}
+
+/// A stand-in for what sits between a browser and the function: it serves the page for every
+/// `GET` and answers every other request with `post_answer` (a raw HTTP response), or, when
+/// that is `None`, closes the connection without a byte, so the page meets a network failure.
+async fn serve_page_with(post_answer: Option<String>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}/", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
+            let post_answer = post_answer.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                if !buf[..n].starts_with(b"GET ") {
-                    return; // dropped: connection closed with no response
-                }
-                let page = resnet18_fc::web::INDEX_HTML;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n",
-                    resnet18_fc::web::INDEX_CONTENT_TYPE,
-                    page.len()
-                );
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(page.as_bytes()).await;
+                let answer = if read_request(&mut conn).await {
+                    let html = resnet18_fc::web::INDEX_HTML;
+                    raw_response("200 OK", resnet18_fc::web::INDEX_CONTENT_TYPE, html)
+                } else {
+                    match post_answer {
+                        Some(answer) => answer,
+                        None => return, // dropped: connection closed with no response
+                    }
+                };
+                let _ = conn.write_all(answer.as_bytes()).await;
                 let _ = conn.shutdown().await;
             });
         }
@@ -495,7 +530,7 @@ async fn unreachable_server_shows_a_network_error() {
     let Some(b) = Browser::start(DESKTOP).await else {
         return;
     };
-    let url = serve_page_only().await;
+    let url = serve_page_with(None).await;
     let photo = b.file("photo.png", &photo_png(0));
 
     b.s().goto(&url).await.expect("load the page");
@@ -506,5 +541,64 @@ async fn unreachable_server_shows_a_network_error() {
         message.starts_with("Could not reach the server"),
         "page says {message:?}"
     );
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_picker_is_reached_by_keyboard_with_a_visible_focus_ring() {
+    let Some(b) = Browser::start(DESKTOP).await else {
+        return;
+    };
+    let server = start_server().await;
+    b.s().goto(&server.page_url).await.expect("load the page");
+
+    b.s().press_key(TAB).await.expect("press Tab");
+    let focus = "var a = document.activeElement;\
+                 var ring = getComputedStyle(document.getElementById('pick-label')).outlineStyle;\
+                 return [a ? a.id : null, ring];";
+    let v = b.s().execute(focus, vec![]).await.expect("read focus");
+    assert_eq!(
+        v[0],
+        json!("file"),
+        "the first Tab stop is not the file input: {v}"
+    );
+    assert_eq!(v[1], json!("solid"), "the picker shows no focus ring: {v}");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_errors_outside_the_api_contract_are_shown_readably() {
+    let Some(b) = Browser::start(DESKTOP).await else {
+        return;
+    };
+    // FC's own error body shape (platform.md §1.1), e.g. for a body over the 32 MB limit.
+    let fc = r#"{"ErrorCode":"InvalidArgument","ErrorMessage":"request body is too large"}"#;
+    let fc_url = serve_page_with(Some(raw_response(
+        "400 Bad Request",
+        "application/json",
+        fc,
+    )))
+    .await;
+    let html = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+    let html_url = serve_page_with(Some(raw_response("502 Bad Gateway", "text/html", html))).await;
+    let photo = b.file("photo.png", &photo_png(0));
+
+    b.s().goto(&fc_url).await.expect("load the page");
+    b.pick(&photo).await;
+    assert_eq!(b.outcome().await, "error");
+    assert_eq!(
+        b.text_of("[data-testid=error-message]").await,
+        "request body is too large"
+    );
+    let detail = b.text_of("[data-testid=error-detail]").await;
+    assert_eq!(detail, "HTTP 400 · InvalidArgument");
+
+    b.s().goto(&html_url).await.expect("load the page");
+    b.pick(&photo).await;
+    assert_eq!(b.outcome().await, "error");
+    let message = b.text_of("[data-testid=error-message]").await;
+    assert_eq!(message, "The server answered with HTTP 502 Bad Gateway.");
+    let detail = b.text_of("[data-testid=error-detail]").await;
+    assert!(detail.contains("502 Bad Gateway"), "detail {detail:?}");
     b.close().await;
 }

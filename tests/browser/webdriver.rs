@@ -1,7 +1,7 @@
 //! A minimal W3C WebDriver client (https://www.w3.org/TR/webdriver2/) over reqwest + serde_json,
 //! and a guard that runs chromedriver for the duration of a test.
 //!
-//! Why not fantoccini or thirtyfour: the tests need ten endpoints of a stable spec, and the
+//! Why not fantoccini or thirtyfour: the tests need a dozen endpoints of a stable spec, and the
 //! crate already has reqwest, serde_json and base64; a hand-rolled client adds no dependency tree
 //! and no build time on a 2-core machine, and its errors show chromedriver's own message.
 
@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+/// WebDriver's code for the Tab key (spec §17.4, "normalised key value" table).
+pub const TAB: &str = "\u{E004}";
 
 /// The key under which WebDriver returns an element reference (spec §12.1).
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -286,6 +289,18 @@ impl Session {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Presses and releases one key on the keyboard (WebDriver actions, spec §15); `key` is a
+    /// character or a WebDriver key code such as [`TAB`].
+    pub async fn press_key(&self, key: &str) -> Result<(), WebDriverError> {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key},
+            {"type": "keyUp", "value": key},
+        ]}]});
+        self.cmd(reqwest::Method::POST, "/actions", Some(actions))
+            .await
+            .map(|_| ())
     }
 
     /// A PNG screenshot of the viewport.
