@@ -41,6 +41,12 @@ mod tests {
             }
         }
         assert!(!INDEX_HTML.contains("@import"), "no imported stylesheets");
+        // Without an inline icon every page view also requests /favicon.ico: one more billed
+        // invocation answered with a 404.
+        assert!(
+            INDEX_HTML.contains("<link rel=\"icon\" href=\"data:,\">"),
+            "no inline favicon"
+        );
         assert!(!INDEX_HTML.contains("@font-face"), "no web fonts");
     }
 
