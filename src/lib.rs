@@ -15,3 +15,4 @@ pub mod resnet;
 pub mod server;
 pub mod synthetic;
 pub mod web;
+pub mod weights;

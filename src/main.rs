@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cli_classify;
 mod cli_serve;
+mod cli_weights;
 
 /// Default location of the converted weights, relative to the working directory.
 const DEFAULT_MODEL: &str = "model/resnet18.safetensors";
@@ -33,6 +34,10 @@ enum Command {
     Serve(cli_serve::ServeArgs),
     /// Classify image files and print the top classes of each.
     Classify(ClassifyArgs),
+    /// Convert a TorchVision ResNet-18 checkpoint (.pth) into safetensors.
+    Convert(cli_weights::ConvertArgs),
+    /// Download TorchVision's ResNet-18 weights, verify, convert and install them.
+    FetchModel(cli_weights::FetchArgs),
 }
 
 /// Arguments of `resnet18-fc classify`.
@@ -60,5 +65,7 @@ fn main() -> ExitCode {
         Some(Command::Classify(args)) => {
             cli_classify::run(&args.model, args.top_k, args.json, &args.images)
         }
+        Some(Command::Convert(args)) => cli_weights::convert(&args),
+        Some(Command::FetchModel(args)) => cli_weights::fetch(&args),
     }
 }
