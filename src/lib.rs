@@ -14,4 +14,5 @@ pub mod preprocess;
 pub mod resnet;
 pub mod server;
 pub mod synthetic;
+pub mod web;
 pub mod weights;

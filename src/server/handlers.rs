@@ -14,11 +14,11 @@ use serde_json::json;
 
 use super::AppState;
 use super::model::Readiness;
-use super::page::INDEX_HTML;
 use crate::api::{
     self, ApiError, BodyKind, ClassifyResponse, ImageRequest, ImageSource, InvokeEvent, TimingMs,
 };
 use crate::fc::FcContext;
+use crate::web::INDEX_HTML;
 
 /// An error answer: status, `Retry-After` when set, and the contract's error JSON.
 pub fn error_response(error: &ApiError, request_id: &str) -> Response {
