@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
@@ -18,7 +18,7 @@ use crate::api::{
     self, ApiError, BodyKind, ClassifyResponse, ImageRequest, ImageSource, InvokeEvent, TimingMs,
 };
 use crate::fc::FcContext;
-use crate::web::INDEX_HTML;
+use crate::web;
 
 /// An error answer: status, `Retry-After` when set, and the contract's error JSON.
 pub fn error_response(error: &ApiError, request_id: &str) -> Response {
@@ -43,9 +43,16 @@ fn respond(result: Result<impl IntoResponse, ApiError>, context: &FcContext) -> 
     }
 }
 
-/// `GET /`: the web page.
-pub async fn index() -> Html<&'static str> {
-    Html(INDEX_HTML)
+/// `GET /`: the web page, revalidated on every load so a redeploy is seen at once.
+pub async fn index() -> Response {
+    (
+        [
+            (CONTENT_TYPE, web::INDEX_CONTENT_TYPE),
+            (CACHE_CONTROL, web::INDEX_CACHE_CONTROL),
+        ],
+        web::INDEX_HTML,
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: readiness, model facts, version and pool size. 200 when the model is ready,

@@ -14,7 +14,6 @@
 
 pub mod handlers;
 pub mod model;
-pub mod page;
 pub mod plugins;
 pub mod pool;
 
