@@ -7,6 +7,7 @@
 
 pub mod classifier;
 pub mod labels;
+pub mod oss;
 pub mod preprocess;
 pub mod resnet;
 pub mod synthetic;
