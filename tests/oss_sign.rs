@@ -90,7 +90,12 @@ fn vector_a_documented_example() {
 #[test]
 fn vector_b_go_sdk_header_signing() {
     let creds = Credentials::new("ak", "sk", None);
-    let signed = sign(&go_sdk_request(&[]), &creds, "cn-hangzhou", at(1_702_743_657));
+    let signed = sign(
+        &go_sdk_request(&[]),
+        &creds,
+        "cn-hangzhou",
+        at(1_702_743_657),
+    );
     assert_eq!(
         signed.canonical_request,
         "PUT\n/bucket/1234%2B-/123/1.txt\n\
@@ -118,7 +123,12 @@ fn vector_b_go_sdk_header_signing() {
 #[test]
 fn vector_c_go_sdk_sts_token() {
     let creds = Credentials::new("ak", "sk", Some("token"));
-    let signed = sign(&go_sdk_request(&[]), &creds, "cn-hangzhou", at(1_702_784_856));
+    let signed = sign(
+        &go_sdk_request(&[]),
+        &creds,
+        "cn-hangzhou",
+        at(1_702_784_856),
+    );
     assert!(
         signed
             .canonical_request
@@ -202,8 +212,19 @@ fn vector_f_derived_sts_get_with_space() {
 #[test]
 fn changing_any_input_changes_the_signature() {
     let creds = Credentials::new("ak", "sk", None);
-    let base = sign(&go_sdk_request(&[]), &creds, "cn-hangzhou", at(1_702_743_657)).signature;
-    let other_region = sign(&go_sdk_request(&[]), &creds, "cn-beijing", at(1_702_743_657));
+    let base = sign(
+        &go_sdk_request(&[]),
+        &creds,
+        "cn-hangzhou",
+        at(1_702_743_657),
+    )
+    .signature;
+    let other_region = sign(
+        &go_sdk_request(&[]),
+        &creds,
+        "cn-beijing",
+        at(1_702_743_657),
+    );
     let other_secret = sign(
         &go_sdk_request(&[]),
         &Credentials::new("ak", "sk2", None),
