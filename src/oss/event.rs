@@ -242,7 +242,18 @@ where
 struct Job<'r> {
     record: &'r EventRecord,
     source: Location,
-    result: Location,
+    result_bucket: String,
+}
+
+impl Job<'_> {
+    /// `<prefix><key>.json` in the result bucket, at the source's endpoint and region.
+    fn result_for(&self, key: &str, prefix: &str) -> Result<Location, OssError> {
+        let object = ObjectRef::new(&self.result_bucket, &format!("{prefix}{key}.json"))?;
+        Ok(Location {
+            object,
+            ..self.source.clone()
+        })
+    }
 }
 
 async fn process_record<F, Fut, T>(
@@ -273,9 +284,8 @@ where
         Ok(None) => return report.with(RecordStatus::Skipped, None, skip_reason(record)),
         Err(e) => return report.with(RecordStatus::Invalid, None, Some(e.to_string())),
     };
-    let result_name = job.result.object.to_string();
     match run(&job, access, oss, classify).await {
-        Ok(status) => report.with(status, Some(result_name), None),
+        Ok((status, result)) => report.with(status, Some(result), None),
         Err(e) => report.with(RecordStatus::Failed, None, Some(e)),
     }
 }
@@ -330,26 +340,26 @@ fn plan<'r>(
     let result_bucket = oss
         .config()
         .result_bucket
-        .as_deref()
-        .unwrap_or(&section.bucket.name);
-    let result = ObjectRef::new(
-        result_bucket,
-        &format!("{prefix}{}.json", section.object.key),
-    )?;
-    Ok(Some(Job {
+        .clone()
+        .unwrap_or_else(|| section.bucket.name.clone());
+    let job = Job {
         record,
         source: oss.locate(source, region, access)?,
-        result: oss.locate(result, region, access)?,
-    }))
+        result_bucket,
+    };
+    // Refuse now (not after the download) if the result key would be invalid.
+    job.result_for(&section.object.key, prefix)?;
+    Ok(Some(job))
 }
 
-/// Fetch, classify, write. `Err` is a transient failure message.
+/// Fetch, classify, write; `Ok` gives the status and the result object's name, `Err` a
+/// transient failure message.
 async fn run<F, Fut, T>(
     job: &Job<'_>,
     access: &Access,
     oss: &OssService,
     classify: &F,
-) -> Result<RecordStatus, String>
+) -> Result<(RecordStatus, String), String>
 where
     F: Fn(Bytes) -> Fut,
     Fut: Future<Output = Result<T, ClassifyFailure>>,
@@ -358,10 +368,11 @@ where
     let started = Instant::now();
     let fetched = fetch_source(&job.source, access, oss).await;
     let fetch_time = started.elapsed();
-    let (size, outcome) = match fetched {
-        Ok(bytes) => (bytes.len() as u64, classify(bytes).await),
+    let (found, size, outcome) = match fetched {
+        Ok((bytes, found)) => (found, bytes.len() as u64, classify(bytes).await),
         Err(e) if e.is_transient() => return Err(e.to_string()),
         Err(e) => (
+            job.source.clone(),
             0,
             Err(ClassifyFailure::Rejected {
                 code: e.code().into(),
@@ -371,8 +382,8 @@ where
     };
     let section = job.record.oss.as_ref();
     let source = SourceInfo {
-        bucket: job.source.object.bucket(),
-        key: job.source.object.key(),
+        bucket: found.object.bucket(),
+        key: found.object.key(),
         e_tag: section.and_then(|s| s.object.e_tag.as_deref()),
         size: section.and_then(|s| s.object.size).unwrap_or(size),
         event_name: &job.record.event_name,
@@ -399,10 +410,13 @@ where
     };
     let body =
         serde_json::to_vec_pretty(&object).map_err(|e| format!("cannot encode the result: {e}"))?;
-    oss.put_object(&job.result, Bytes::from(body), RESULT_CONTENT_TYPE, access)
+    let result = job
+        .result_for(found.object.key(), &oss.config().result_prefix)
+        .map_err(|e| e.to_string())?;
+    oss.put_object(&result, Bytes::from(body), RESULT_CONTENT_TYPE, access)
         .await
         .map_err(|e| format!("cannot write the result: {e}"))?;
-    Ok(status)
+    Ok((status, result.object.to_string()))
 }
 
 /// GetObject with the raw key; on 404, if the key has `%` escapes, once more with it decoded
@@ -411,7 +425,7 @@ async fn fetch_source(
     source: &Location,
     access: &Access,
     oss: &OssService,
-) -> Result<Bytes, OssError> {
+) -> Result<(Bytes, Location), OssError> {
     match oss.get_object(source, access).await {
         Err(e @ OssError::NotFound { .. }) => {
             let key = source.object.key();
@@ -427,12 +441,13 @@ async fn fetch_source(
                         object,
                         ..source.clone()
                     };
-                    oss.get_object(&retry, access).await
+                    let bytes = oss.get_object(&retry, access).await?;
+                    Ok((bytes, retry))
                 }
                 None => Err(e),
             }
         }
-        other => other,
+        other => other.map(|bytes| (bytes, source.clone())),
     }
 }
 
