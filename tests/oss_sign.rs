@@ -151,6 +151,7 @@ fn vector_c_go_sdk_sts_token() {
         .iter()
         .find(|(name, _)| name == "x-oss-security-token");
     assert_eq!(token_header.map(|(_, v)| v.as_str()), Some("token"));
+    assert!(!format!("{signed:?}").contains("token"), "{signed:?}");
 }
 
 #[test]

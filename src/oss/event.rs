@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::url::percent_decode;
 use super::{Access, Location, ObjectRef, OssError, OssService};
 
 /// Content type of result objects.
@@ -431,7 +432,7 @@ async fn fetch_source(
             let key = source.object.key();
             let decoded = key
                 .contains('%')
-                .then(|| decode_percent(key))
+                .then(|| percent_decode(key))
                 .flatten()
                 .filter(|d| d != key)
                 .and_then(|d| ObjectRef::new(source.object.bucket(), &d).ok());
@@ -449,23 +450,6 @@ async fn fetch_source(
         }
         other => other.map(|bytes| (bytes, source.clone())),
     }
-}
-
-fn decode_percent(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -497,12 +481,5 @@ mod tests {
             OssEvent::parse(br#"{"events":[{"oss":{"bucket":{}}}]}"#),
             Err(EventError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn percent_decoding_is_strict() {
-        assert_eq!(decode_percent("a%20b%2B.jpg").as_deref(), Some("a b+.jpg"));
-        assert_eq!(decode_percent("100%"), None);
-        assert_eq!(decode_percent("%E6%B5%8B").as_deref(), Some("测"));
     }
 }

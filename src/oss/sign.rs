@@ -333,29 +333,4 @@ mod tests {
             "b412a03b134ebddd720f5167b5de6db66620ebb3b01cff4d49e3ccb09f8de97f"
         );
     }
-
-    #[test]
-    fn sts_token_is_added_and_signed() {
-        let creds = Credentials::new("ak", "sk", Some("token"));
-        let req = SigningRequest {
-            method: "GET",
-            bucket: Some("examplebucket"),
-            key: Some("images/cat 1.jpg"),
-            query: "",
-            headers: vec![],
-            additional_headers: &[],
-        };
-        let signed = sign(&req, &creds, "cn-hangzhou", at(1_701_605_532));
-        assert!(
-            signed
-                .canonical_request
-                .contains("\nx-oss-security-token:token\n")
-        );
-        assert!(
-            signed
-                .headers
-                .contains(&("x-oss-security-token".into(), "token".into()))
-        );
-        assert!(!format!("{signed:?}").contains("token"));
-    }
 }

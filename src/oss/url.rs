@@ -312,7 +312,9 @@ impl ResolveContext<'_> {
             ));
         }
         let host = host_string(&url)?;
-        let path = percent_decode(url.path().trim_start_matches('/'))?;
+        let path = percent_decode(url.path().trim_start_matches('/')).ok_or_else(|| {
+            OssError::RefusedUrl("the object key has a bad %-escape or is not UTF-8".into())
+        })?;
         if let Some((bucket, region)) = oss_bucket_host(&host)
             && url.port().is_none()
         {
@@ -400,30 +402,22 @@ fn oss_bucket_host(host: &str) -> Option<(&str, String)> {
     Some((bucket, oss_endpoint_region(endpoint)?))
 }
 
-/// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(s: &str) -> Result<String, OssError> {
+/// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-            std::str::from_utf8(h)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        });
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
         }
     }
-    String::from_utf8(out)
-        .map_err(|_| OssError::RefusedUrl("the object key is not valid UTF-8".into()))
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -508,6 +502,15 @@ mod tests {
         ] {
             assert!(refused(url), "{url} was not refused");
         }
+    }
+
+    #[test]
+    fn percent_decoding_is_strict() {
+        assert_eq!(percent_decode("a%20b%2B.jpg").as_deref(), Some("a b+.jpg"));
+        assert_eq!(percent_decode("100%"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%E6%B5%8B").as_deref(), Some("测"));
+        assert_eq!(percent_decode("%FF"), None);
     }
 
     #[test]
