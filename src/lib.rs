@@ -11,3 +11,4 @@ pub mod oss;
 pub mod preprocess;
 pub mod resnet;
 pub mod synthetic;
+pub mod weights;
