@@ -218,6 +218,10 @@ async fn a_text_file_gets_a_permanent_error_result() {
         "a permanent failure must not make FC retry"
     );
     assert_eq!(report.records[0].status, RecordStatus::Rejected);
+    assert_eq!(
+        report.records[0].code.as_deref(),
+        Some("unsupported_image_type")
+    );
     let v = result_json(&server, "storage-bucket-20190329", "results/test.txt.json");
     assert_eq!(v["status"], "error");
     assert_eq!(v["error"]["code"], "unsupported_image_type");
@@ -236,6 +240,10 @@ async fn keys_under_the_result_prefix_are_skipped_without_any_request() {
     let report = run(&event, &oss).await;
     assert!(report.succeeded());
     assert_eq!(report.records[0].status, RecordStatus::Skipped);
+    assert_eq!(
+        report.records[0].code.as_deref(),
+        Some("under_result_prefix")
+    );
     assert_eq!(server.connections(), 0);
     assert!(server.keys("testbucket").is_empty());
 }
@@ -355,6 +363,10 @@ async fn oss_5xx_fails_the_invocation_and_writes_nothing() {
     let (server, report) = run_with_fault(Method::GET, Fault::Status(500)).await;
     assert!(!report.succeeded(), "FC must retry");
     assert_eq!(report.records[0].status, RecordStatus::Failed);
+    assert_eq!(
+        report.records[0].code.as_deref(),
+        Some("oss_upstream_error")
+    );
     assert_eq!(server.keys("testbucket"), ["image/a.jpg"]);
 }
 
@@ -363,12 +375,7 @@ async fn a_stalled_download_fails_the_invocation_and_writes_nothing() {
     let (server, report) =
         run_with_fault(Method::GET, Fault::StallHeaders(Duration::from_secs(30))).await;
     assert!(!report.succeeded());
-    assert!(
-        report.records[0]
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.contains("timed out"))
-    );
+    assert_eq!(report.records[0].code.as_deref(), Some("oss_timeout"));
     assert_eq!(server.keys("testbucket"), ["image/a.jpg"]);
 }
 

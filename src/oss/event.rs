@@ -154,6 +154,9 @@ pub struct RecordReport {
     /// `bucket/key` of the result object written, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// Machine-readable reason it was skipped, rejected or failed (e.g. `oss_timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// Why it was skipped, rejected or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -278,16 +281,20 @@ where
         key,
         status: RecordStatus::Skipped,
         result: None,
+        code: None,
         reason: None,
     };
     let job = match plan(record, access, oss) {
         Ok(Some(job)) => job,
-        Ok(None) => return report.with(RecordStatus::Skipped, None, skip_reason(record)),
-        Err(e) => return report.with(RecordStatus::Invalid, None, Some(e.to_string())),
+        Ok(None) => return report.with(RecordStatus::Skipped, None, Some(skip_reason(record))),
+        Err(e) => {
+            let why = (e.code().to_string(), e.to_string());
+            return report.with(RecordStatus::Invalid, None, Some(why));
+        }
     };
     match run(&job, access, oss, classify).await {
-        Ok((status, result)) => report.with(status, Some(result), None),
-        Err(e) => report.with(RecordStatus::Failed, None, Some(e)),
+        Ok(done) => report.with(done.status, Some(done.result), done.rejection),
+        Err(why) => report.with(RecordStatus::Failed, None, Some(why)),
     }
 }
 
@@ -296,23 +303,22 @@ impl RecordReport {
         mut self,
         status: RecordStatus,
         result: Option<String>,
-        reason: Option<String>,
+        why: Option<(String, String)>,
     ) -> Self {
         self.status = status;
         self.result = result;
-        self.reason = reason;
+        (self.code, self.reason) = why.unzip();
         self
     }
 }
 
-fn skip_reason(record: &EventRecord) -> Option<String> {
+fn skip_reason(record: &EventRecord) -> (String, String) {
     if is_creation(record) {
-        Some("the key is under the result prefix (trigger-loop guard)".into())
+        let why = "the key is under the result prefix (trigger-loop guard)";
+        ("under_result_prefix".into(), why.into())
     } else {
-        Some(format!(
-            "{:?} is not an ObjectCreated event",
-            record.event_name
-        ))
+        let why = format!("{:?} is not an ObjectCreated event", record.event_name);
+        ("not_object_created".into(), why)
     }
 }
 
@@ -353,14 +359,22 @@ fn plan<'r>(
     Ok(Some(job))
 }
 
-/// Fetch, classify, write; `Ok` gives the status and the result object's name, `Err` a
-/// transient failure message.
+/// A record processed to the end: a result object was written.
+struct Done {
+    status: RecordStatus,
+    /// `bucket/key` of the result object.
+    result: String,
+    /// Code and message of the error result, when rejected.
+    rejection: Option<(String, String)>,
+}
+
+/// Fetch, classify, write; `Err` is the code and message of a transient failure.
 async fn run<F, Fut, T>(
     job: &Job<'_>,
     access: &Access,
     oss: &OssService,
     classify: &F,
-) -> Result<(RecordStatus, String), String>
+) -> Result<Done, (String, String)>
 where
     F: Fn(Bytes) -> Fut,
     Fut: Future<Output = Result<T, ClassifyFailure>>,
@@ -371,7 +385,7 @@ where
     let fetch_time = started.elapsed();
     let (found, size, outcome) = match fetched {
         Ok((bytes, found)) => (found, bytes.len() as u64, classify(bytes).await),
-        Err(e) if e.is_transient() => return Err(e.to_string()),
+        Err(e) if e.is_transient() => return Err((e.code().into(), e.to_string())),
         Err(e) => (
             job.source.clone(),
             0,
@@ -398,9 +412,13 @@ where
             Some(ErrorInfo { code, message }),
         ),
         Err(ClassifyFailure::Unavailable(why)) => {
-            return Err(format!("classifier unavailable: {why}"));
+            let why = format!("classifier unavailable: {why}");
+            return Err(("classifier_unavailable".into(), why));
         }
     };
+    let rejection = error
+        .as_ref()
+        .map(|e| (e.code.to_string(), e.message.to_string()));
     let object = ResultObject {
         status: if error.is_some() { "error" } else { "ok" },
         source,
@@ -409,15 +427,28 @@ where
         fetch_ms: millis(fetch_time),
         processing_ms: millis(started.elapsed()),
     };
-    let body =
-        serde_json::to_vec_pretty(&object).map_err(|e| format!("cannot encode the result: {e}"))?;
+    let body = serde_json::to_vec_pretty(&object).map_err(|e| {
+        (
+            "internal".to_string(),
+            format!("cannot encode the result: {e}"),
+        )
+    })?;
     let result = job
         .result_for(found.object.key(), &oss.config().result_prefix)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (e.code().to_string(), e.to_string()))?;
     oss.put_object(&result, Bytes::from(body), RESULT_CONTENT_TYPE, access)
         .await
-        .map_err(|e| format!("cannot write the result: {e}"))?;
-    Ok((status, result.object.to_string()))
+        .map_err(|e| {
+            (
+                e.code().to_string(),
+                format!("cannot write the result: {e}"),
+            )
+        })?;
+    Ok(Done {
+        status,
+        result: result.object.to_string(),
+        rejection,
+    })
 }
 
 /// GetObject with the raw key; on 404, if the key has `%` escapes, once more with it decoded
