@@ -6,14 +6,18 @@
 //! - [`client`](self::OssService): GetObject/PutObject with a size cap, timeouts and retries;
 //! - [`event`]: OSS trigger events → classify each new object → `results/<key>.json`.
 //!
+//! - [`plugins`]: the adapter into the HTTP server's seams (`ImageFetcher`, `EventHandler`).
+//!
 //! This module knows nothing about the model: classification is a callback, and nothing about
-//! FC headers: the caller passes [`Access`] (credentials and region of the request).
+//! FC headers: [`plugins`] turns the server's `FcContext` into [`Access`] (credentials and
+//! region of the request).
 
 mod client;
 pub mod config;
 mod credentials;
 mod error;
 pub mod event;
+pub mod plugins;
 pub mod sign;
 pub mod url;
 
