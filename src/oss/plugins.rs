@@ -143,7 +143,14 @@ fn outcome(report: EventReport, request_id: &str) -> Result<serde_json::Value, A
         .records
         .iter()
         .filter(|r| r.status == RecordStatus::Failed)
-        .map(|r| format!("{}/{}: {}", r.bucket, r.key, r.reason.as_deref().unwrap_or("failed")))
+        .map(|r| {
+            format!(
+                "{}/{}: {}",
+                r.bucket,
+                r.key,
+                r.reason.as_deref().unwrap_or("failed")
+            )
+        })
         .collect();
     let timed_out = report
         .records
@@ -157,6 +164,10 @@ fn outcome(report: EventReport, request_id: &str) -> Result<serde_json::Value, A
     Err(ApiError::new(
         status,
         "event_failed",
-        format!("{} record(s) failed and will be retried: {}", failed.len(), failed.join("; ")),
+        format!(
+            "{} record(s) failed and will be retried: {}",
+            failed.len(),
+            failed.join("; ")
+        ),
     ))
 }

@@ -74,7 +74,7 @@ struct State {
     keys: ServerKeys,
     buckets: HashMap<String, String>,
     objects: HashMap<(String, String), Stored>,
-    faults: VecDeque<(Method, Fault)>,
+    faults: VecDeque<(Method, Option<String>, Fault)>,
     seen: Vec<Seen>,
 }
 
@@ -187,7 +187,14 @@ impl OssTestServer {
 
     /// Queues `fault` for the next request with `method`.
     pub fn inject(&self, method: Method, fault: Fault) {
-        self.shared.lock().faults.push_back((method, fault));
+        self.shared.lock().faults.push_back((method, None, fault));
+    }
+
+    /// Queues `fault` for the next request with `method` on object `key` (any bucket), so
+    /// tests sharing one server do not take each other's faults.
+    pub fn inject_for(&self, method: Method, key: &str, fault: Fault) {
+        let key = Some(key.to_string());
+        self.shared.lock().faults.push_back((method, key, fault));
     }
 
     /// TCP connections accepted so far.
@@ -257,7 +264,7 @@ async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>
             verdict: verdict.clone().map_err(|(code, _)| code),
         });
         let fault = match verdict {
-            Ok(()) => take_fault(&mut state.faults, &parts.method),
+            Ok(()) => take_fault(&mut state.faults, &parts.method, &key),
             Err(_) => None,
         };
         (verdict, fault)
@@ -282,9 +289,15 @@ async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>
     .await)
 }
 
-fn take_fault(faults: &mut VecDeque<(Method, Fault)>, method: &Method) -> Option<Fault> {
-    let index = faults.iter().position(|(m, _)| m == method)?;
-    faults.remove(index).map(|(_, f)| f)
+fn take_fault(
+    faults: &mut VecDeque<(Method, Option<String>, Fault)>,
+    method: &Method,
+    key: &str,
+) -> Option<Fault> {
+    let index = faults
+        .iter()
+        .position(|(m, k, _)| m == method && k.as_deref().is_none_or(|k| k == key))?;
+    faults.remove(index).map(|(_, _, f)| f)
 }
 
 async fn respond(
