@@ -322,3 +322,87 @@ async fn oss_5xx_during_an_event_fails_the_invocation_so_fc_retries() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn the_binary_reads_oss_settings_and_falls_back_to_env_credentials() {
+    let oss = world().oss;
+    oss.put("images", "spawn/cat.png", png(64, 64));
+    let k = keys();
+    let token = k.token.clone().unwrap_or_default();
+    let (endpoint, allowed) = (oss.endpoint(), oss.host_port());
+    let env = [
+        ("OSS_ENDPOINT", endpoint.as_str()),
+        ("OSS_ALLOWED_HOSTS", allowed.as_str()),
+        ("FC_REGION", "cn-hangzhou"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", k.id.as_str()),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", k.secret.as_str()),
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", token.as_str()),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()));
+    let spawned = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let spawned = server_support::Spawned::start(&[], &env);
+        spawned.wait_ready();
+        spawned
+    })
+    .await
+    .expect("spawn");
+    // No x-fc-access-key-* headers: the binary must sign with the ALIBABA_CLOUD_* variables.
+    let response = client()
+        .post(spawned.url("/classify"))
+        .header("x-fc-control-path", "/http-invoke")
+        .header("content-type", "application/json")
+        .body(json!({"url": "oss://images/spawn/cat.png"}).to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let body = json_of(response).await;
+    assert_eq!(status, 200, "{body}\n{}", spawned.output());
+    assert_eq!(body["predictions"].as_array().map(Vec::len), Some(3));
+    let seen = oss.requests();
+    let fetch = seen
+        .iter()
+        .rev()
+        .find(|r| r.path == "/images/spawn/cat.png")
+        .expect("the binary fetched the object");
+    assert_eq!(fetch.verdict, Ok(()));
+    let output = spawned.output();
+    assert!(
+        !output.contains(&k.secret) && !output.contains(&token),
+        "{output}"
+    );
+}
+
+#[test]
+fn the_binary_refuses_a_non_oss_endpoint_at_startup() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_resnet18-fc"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
+        .arg(server_support::model_file())
+        .env("OSS_ENDPOINT", "http://10.0.0.1:80")
+        .env_remove("OSS_ALLOWED_HOSTS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "still running or succeeded"
+    );
+    assert!(stderr.contains("OSS_ENDPOINT"), "{stderr}");
+}
