@@ -112,23 +112,51 @@ impl<'a> RgbView<'a> {
         self.rule
     }
 
+    /// The RGB bytes of `len` pixels of oriented row `y` from column `x0`: borrowed straight
+    /// from the decoded buffer when it already is upright 8-bit RGB, otherwise converted
+    /// into `scratch`. The caller keeps `y < height` and `x0 + len <= width`.
+    pub(crate) fn row<'s>(
+        &'s self,
+        y: usize,
+        x0: usize,
+        len: usize,
+        scratch: &'s mut Vec<u8>,
+    ) -> &'s [u8] {
+        if let (Samples::U8(s), Rule::Rgb8, 3, 1) =
+            (&self.samples, self.rule, self.channels, self.step_x)
+        {
+            let first = self.pixel_index(y, x0) * 3;
+            return &s[first..first + len * 3];
+        }
+        scratch.resize(len * 3, 0);
+        self.read_row(y, x0, scratch);
+        scratch
+    }
+
     /// Writes `out.len() / 3` RGB pixels of oriented row `y`, starting at column `x0`.
     /// The caller keeps `y < height` and `x0 + out.len() / 3 <= width`.
     pub(crate) fn read_row(&self, y: usize, x0: usize, out: &mut [u8]) {
-        let start = self.origin + self.step_y * y as isize + self.step_x * x0 as isize;
-        let ch = self.channels as isize;
-        let (first, step) = (start * ch, self.step_x * ch);
+        let (first, step) = (self.pixel_index(y, x0), self.step_x);
+        let ch = self.channels;
         match (&self.samples, self.rule) {
-            (Samples::U8(s), Rule::Gray8) => fill(s, first, step, out, |p| [p[0]; 3]),
-            (Samples::U8(s), _) => fill(s, first, step, out, |p| [p[0], p[1], p[2]]),
+            (Samples::U8(s), Rule::Gray8) => fill(s, ch, first, step, out, |p| [p[0]; 3]),
+            (Samples::U8(s), _) => fill(s, ch, first, step, out, |p| [p[0], p[1], p[2]]),
             (Samples::U16(s), Rule::Gray16Clip) => {
-                fill(s, first, step, out, |p| [p[0].min(255) as u8; 3])
+                fill(s, ch, first, step, out, |p| [p[0].min(255) as u8; 3])
             }
-            (Samples::U16(s), Rule::Gray16High) => fill(s, first, step, out, |p| [high(p[0]); 3]),
-            (Samples::U16(s), _) => fill(s, first, step, out, |p| {
+            (Samples::U16(s), Rule::Gray16High) => {
+                fill(s, ch, first, step, out, |p| [high(p[0]); 3])
+            }
+            (Samples::U16(s), _) => fill(s, ch, first, step, out, |p| {
                 [high(p[0]), high(p[1]), high(p[2])]
             }),
         }
+    }
+
+    /// Index (in pixels) of oriented pixel `(x, y)` in the stored buffer. The geometry
+    /// keeps it in `0..stored pixels` for every in-range `(x, y)`.
+    fn pixel_index(&self, y: usize, x: usize) -> usize {
+        (self.origin + self.step_y * y as isize + self.step_x * x as isize) as usize
     }
 }
 
@@ -137,19 +165,29 @@ fn high(v: u16) -> u8 {
     (v >> 8) as u8
 }
 
-/// Converts the pixels at sample offsets `first`, `first + step`, … into `out` (RGB).
+/// Converts `out.len() / 3` pixels of `channels` samples each, the first at pixel index
+/// `first` and the next ones `step` pixels apart, into `out` (RGB).
 fn fill<T: Copy>(
     samples: &[T],
-    first: isize,
+    channels: usize,
+    first: usize,
     step: isize,
     out: &mut [u8],
     convert: impl Fn(&[T]) -> [u8; 3],
 ) {
-    let mut at = first;
+    let count = out.len() / 3;
+    if step == 1 {
+        // Upright rows are contiguous: walk them without per-pixel index arithmetic.
+        let run = &samples[first * channels..(first + count) * channels];
+        for (px, sample) in out.chunks_exact_mut(3).zip(run.chunks_exact(channels)) {
+            px.copy_from_slice(&convert(sample));
+        }
+        return;
+    }
+    let mut at = first as isize;
     for px in out.chunks_exact_mut(3) {
-        // The view's geometry keeps every offset inside the buffer (see `Geometry::new`).
-        let rgb = convert(&samples[at as usize..]);
-        px.copy_from_slice(&rgb);
+        let i = at as usize * channels;
+        px.copy_from_slice(&convert(&samples[i..i + channels]));
         at += step;
     }
 }
@@ -237,6 +275,25 @@ mod tests {
                 expected.to_rgb8().into_raw(),
                 "{orientation:?}"
             );
+        }
+    }
+
+    #[test]
+    fn borrowed_and_converted_rows_agree_in_every_orientation() {
+        let img = ImageBuffer::from_fn(7, 4, |x, y| Rgb([x as u8 * 30, y as u8 * 50, 9]));
+        let rgba = ImageBuffer::from_fn(7, 4, |x, y| Rgba([x as u8 * 30, y as u8 * 50, 9, 1]));
+        let sources = [DynamicImage::ImageRgb8(img), DynamicImage::ImageRgba8(rgba)];
+        for source in &sources {
+            for orientation in ALL {
+                let view = RgbView::new(source, orientation, false).expect("supported");
+                let mut scratch = Vec::new();
+                for y in 0..view.height() {
+                    let mut expected = vec![0u8; (view.width() - 1) * 3];
+                    view.read_row(y, 1, &mut expected);
+                    let row = view.row(y, 1, view.width() - 1, &mut scratch);
+                    assert_eq!(row, &expected[..], "{orientation:?} row {y}");
+                }
+            }
         }
     }
 

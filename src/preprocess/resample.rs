@@ -149,11 +149,11 @@ pub(crate) fn resize_window(src: &RgbView, window: Window) -> Vec<u8> {
     let (col_lo, col_hi) = horizontal.span();
     let (row_lo, row_hi) = vertical.span();
     let stride = window.width * 3;
-    let mut source_row = vec![0u8; (col_hi - col_lo) * 3];
+    let mut scratch = Vec::new();
     let mut temp = vec![0u8; (row_hi - row_lo) * stride];
     for (y, out) in (row_lo..row_hi).zip(temp.chunks_exact_mut(stride)) {
-        src.read_row(y, col_lo, &mut source_row);
-        horizontal_pass(&source_row, col_lo, &horizontal, out);
+        let row = src.row(y, col_lo, col_hi - col_lo, &mut scratch);
+        horizontal_pass(row, col_lo, &horizontal, out);
     }
     let mut dst = vec![0u8; window.height * stride];
     vertical_pass(&temp, row_lo, stride, &vertical, &mut dst);
@@ -164,17 +164,21 @@ pub(crate) fn resize_window(src: &RgbView, window: Window) -> Vec<u8> {
 fn horizontal_pass(row: &[u8], col_lo: usize, taps: &Taps, out: &mut [u8]) {
     for (n, px) in out.chunks_exact_mut(3).enumerate().take(taps.count()) {
         let (start, weights) = taps.get(n);
-        let mut acc = [ROUNDING; 3];
-        let pixels = row[(start - col_lo) * 3..].chunks_exact(3);
-        for (w, p) in weights.iter().zip(pixels) {
-            for c in 0..3 {
-                acc[c] += i32::from(p[c]) * w;
-            }
-        }
-        for c in 0..3 {
-            px[c] = clip8(acc[c]);
-        }
+        let first = (start - col_lo) * 3;
+        let pixels = &row[first..first + weights.len() * 3];
+        px.copy_from_slice(&convolve_rgb(pixels, weights));
     }
+}
+
+/// `Σ pixel · weight` over RGB `pixels` (one per weight), rounded and clipped to 8 bits.
+fn convolve_rgb(pixels: &[u8], weights: &[i32]) -> [u8; 3] {
+    let (mut r, mut g, mut b) = (ROUNDING, ROUNDING, ROUNDING);
+    for (&w, p) in weights.iter().zip(pixels.chunks_exact(3)) {
+        r += i32::from(p[0]) * w;
+        g += i32::from(p[1]) * w;
+        b += i32::from(p[2]) * w;
+    }
+    [clip8(r), clip8(g), clip8(b)]
 }
 
 /// All rows: `temp` holds horizontally resized rows from source row `row_lo`, `stride`
