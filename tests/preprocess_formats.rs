@@ -399,6 +399,32 @@ fn a_truncated_png_is_corrupt() {
 }
 
 #[test]
+fn a_truncated_jpeg_is_corrupt_as_in_pil() {
+    // PIL raises "image file is truncated" for these; zune-jpeg alone would fill with gray.
+    for name in ["jpeg_baseline.jpg", "jpeg_progressive.jpg"] {
+        let bytes = read(name);
+        for keep in [bytes.len() / 2, bytes.len() - 30, bytes.len() - 1] {
+            let result = preprocess(&bytes[..keep], &Limits::default());
+            assert!(
+                matches!(result, Err(PreprocessError::Corrupt(_))),
+                "{name} cut to {keep}: {result:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bytes_after_a_jpeg_s_end_are_ignored() {
+    let mut bytes = read("jpeg_baseline.jpg");
+    let clean = preprocess(&bytes, &Limits::default()).expect("decodes").chw;
+    bytes.extend(b"some camera appends its own data here");
+    let padded = preprocess(&bytes, &Limits::default())
+        .expect("still decodes")
+        .chw;
+    assert_eq!(clean, padded);
+}
+
+#[test]
 fn a_truncated_gif_is_corrupt() {
     let bytes = read("gif_animated.gif");
     let result = preprocess(&bytes[..bytes.len() / 3], &Limits::default());

@@ -56,6 +56,13 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Preproces
     if !FORMATS.contains(&format) {
         return Err(PreprocessError::UnsupportedFormat);
     }
+    if format == ImageFormat::Jpeg && !jpeg_reaches_eoi(bytes) {
+        // zune-jpeg would fill the missing rows with gray; PIL (libjpeg) raises
+        // "image file is truncated". We side with PIL.
+        return Err(PreprocessError::Corrupt(
+            "the JPEG data ends before its end-of-image marker (truncated file)".into(),
+        ));
+    }
     let largest = limits.max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL);
     reader.limits(budget(largest, limits.max_pixels));
     let mut decoder = reader.into_decoder().map_err(map_image_error)?;
@@ -110,6 +117,60 @@ fn is_gray16_png(bytes: &[u8]) -> bool {
     bytes.get(12..16) == Some(b"IHDR") && bytes.get(24..26) == Some(&[16, 0])
 }
 
+/// Whether a JPEG's marker structure (ITU-T T.81 §B.1) runs from SOI to an EOI marker:
+/// marker segments carry a big-endian length; after a SOS header the entropy-coded data
+/// runs to the next `FF xx` that is neither a stuffed `FF 00` nor a restart marker
+/// `FF D0`–`FF D7`. Bytes after EOI are ignored, as libjpeg does.
+fn jpeg_reaches_eoi(bytes: &[u8]) -> bool {
+    const SOI: u8 = 0xD8;
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    if bytes.get(..2) != Some(&[0xFF, SOI]) {
+        return false;
+    }
+    let mut at = 2;
+    loop {
+        // A marker: one or more 0xFF fill bytes, then the code.
+        if bytes.get(at) != Some(&0xFF) {
+            return false;
+        }
+        while bytes.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let Some(&code) = bytes.get(at) else {
+            return false;
+        };
+        at += 1;
+        match code {
+            EOI => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(&[hi, lo]) = bytes.get(at..at + 2) else {
+            return false;
+        };
+        at += usize::from(u16::from_be_bytes([hi, lo]));
+        if code == SOS {
+            match entropy_coded_end(bytes, at) {
+                Some(end) => at = end,
+                None => return false,
+            }
+        }
+    }
+}
+
+/// Offset of the marker that ends the entropy-coded data starting at `from`.
+fn entropy_coded_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        at += bytes.get(at..)?.iter().position(|&b| b == 0xFF)?;
+        match bytes.get(at + 1)? {
+            0x00 | 0xD0..=0xD7 | 0xFF => at += 1,
+            _ => return Some(at),
+        }
+    }
+}
+
 fn map_image_error(e: image::ImageError) -> PreprocessError {
     match e {
         image::ImageError::Unsupported(_) => PreprocessError::UnsupportedFormat,
@@ -135,6 +196,29 @@ mod tests {
         header[24] = 8;
         assert!(!is_gray16_png(&header));
         assert!(!is_gray16_png(&header[..20]));
+    }
+
+    /// SOI, a DQT-like segment, SOS with a 2-byte header payload, entropy data containing a
+    /// stuffed `FF 00` and a restart marker, then EOI.
+    fn tiny_jpeg_structure() -> Vec<u8> {
+        let mut j = vec![0xFF, 0xD8];
+        j.extend([0xFF, 0xDB, 0x00, 0x04, 0x11, 0x22]);
+        j.extend([0xFF, 0xDA, 0x00, 0x04, 0x01, 0x02]);
+        j.extend([0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56]);
+        j.extend([0xFF, 0xD9]);
+        j
+    }
+
+    #[test]
+    fn a_jpeg_is_complete_only_up_to_its_eoi() {
+        let full = tiny_jpeg_structure();
+        assert!(jpeg_reaches_eoi(&full));
+        for cut in 0..full.len() {
+            assert!(!jpeg_reaches_eoi(&full[..cut]), "cut at {cut}");
+        }
+        let mut trailing = full.clone();
+        trailing.extend(b"trailing bytes after EOI are ignored");
+        assert!(jpeg_reaches_eoi(&trailing));
     }
 
     #[test]
