@@ -25,9 +25,10 @@
 //! row reader, not a rotated copy.
 //!
 //! Memory: the decoded image (one buffer, in its stored sample type) plus an intermediate
-//! of at most `(224·s + 2·⌈s⌉ + 1) × 224 × 3` bytes, `s = max(shorter side / 256, 1)`
-//! (≤ 3.6 MiB at the default 40 MP limit), whatever the aspect ratio: a 40000×1 strip
-//! resizes a 224×224 window of its 10 240 000×256 virtual resize, never the whole.
+//! of at most `(224·s + 2·⌈max(s, 1)⌉ + 1) × 224 × 3` bytes, where `s` is the vertical
+//! scale factor (≈ shorter side / 256): 3.56 MiB for 6324×6324, the largest square under
+//! the default 40 MP limit. This holds whatever the aspect ratio: a 40000×1 strip resizes
+//! a 224×224 window of its 10 240 000×256 virtual resize, never the whole.
 //!
 //! This module knows nothing about the model or HTTP.
 

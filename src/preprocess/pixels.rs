@@ -1,21 +1,22 @@
 //! The decoded image seen through PIL's `Image.convert("RGB")` and the EXIF orientation,
 //! read row by row without converting or rotating the whole buffer.
 //!
-//! Conversion rules, each checked empirically with Pillow 13.0 (`tools/preprocess/`
-//! fixtures and the probes described in its docstring) and found in Pillow's
-//! `src/libImaging/Convert.c` / `Unpack.c`:
+//! Conversion rules, each checked empirically with Pillow 13.0
+//! (`tools/preprocess/probe_pil_convert.py` prints them; the format fixtures check them end
+//! to end) and named after the Pillow functions that implement them
+//! (`src/libImaging/Convert.c`, raw modes in `Unpack.c`):
 //!
 //! | decoded as | PIL mode | rule |
 //! |---|---|---|
 //! | 8-bit gray, gray + alpha | `L`, `LA` | `(v, v, v)`; alpha dropped (`l2rgb`, `la2rgb`) |
 //! | 8-bit RGB, RGBA, palette | `RGB`, `RGBA`, `P` | channels copied; alpha dropped, **not** composited (`rgba2rgb`); a palette index maps to its colour even when it is the transparent one |
 //! | 16-bit gray (PNG colour type 0, TIFF) | `I;16` | `min(v, 255)`: Pillow **clips**, it does not scale (`I16_RGB`), so most 16-bit gray photos come out nearly white, and so do ours |
-//! | 16-bit gray + alpha, 48-bit RGB, 64-bit RGBA | `LA`/`RGBA`/`RGB` via `;16B` unpackers | `v >> 8`: the high byte, truncated, not rounded |
+//! | 16-bit gray + alpha, 48-bit RGB, 64-bit RGBA | `RGBA`, `RGB`, `RGBA` (raw modes `LA;16B`, `RGB;16B`, `RGBA;16B`) | `v >> 8`: the high byte, truncated, not rounded |
 //! | CMYK JPEG (Adobe, inverted) | `CMYK` | `(255−C)(255−K)/255` rounded (`cmyk2rgb`: `nk − MULDIV255(C, nk)`); zune-jpeg's `blinn_8x8` on the inverted samples is the same rounding, checked by the `jpeg_cmyk` fixture |
 //!
 //! Known differences that remain (no fixture, rare): a CMYK *TIFF* is converted by the image
-//! crate with a truncating float formula (can be one level below Pillow's); float TIFFs are
-//! refused (Pillow cannot open RGB float TIFFs either).
+//! crate with a truncating float formula (can be one level below Pillow's); floating-point
+//! pixels (float TIFFs) are refused as an unsupported format rather than guessed at.
 
 use image::DynamicImage;
 use image::metadata::Orientation;

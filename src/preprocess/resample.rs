@@ -139,9 +139,10 @@ pub(crate) struct Window {
 /// Resizes `src` as PIL's bilinear `resize((out_width, out_height))` would and returns the
 /// window as HWC RGB bytes.
 ///
-/// Memory: besides the coefficients (`width + height` times `2·⌈scale⌉ + 1` weights), one
-/// intermediate of `rows × width × 3` bytes, where `rows` is the number of source rows the
-/// window's vertical taps read: at most `⌈height · scale_y⌉ + 2·⌈max(scale_y, 1)⌉ + 1`
+/// Memory: besides the coefficients (`width + height` times `2·⌈max(scale, 1)⌉ + 1`
+/// weights), one intermediate of `rows × width × 3` bytes, where `rows` is the number of
+/// source rows the window's vertical taps read: at most
+/// `height · scale_y + 2·⌈max(scale_y, 1)⌉ + 1` (`scale_y = source height / out_height`)
 /// and never more than the source height.
 pub(crate) fn resize_window(src: &RgbView, window: Window) -> Vec<u8> {
     let horizontal = Taps::bilinear(src.width(), window.out_width, window.x0, window.width);
@@ -247,6 +248,30 @@ mod tests {
         let window = Taps::bilinear(1000, 341, 58, 224);
         for n in 0..224 {
             assert_eq!(window.get(n), full.get(n + 58), "output {}", n + 58);
+        }
+    }
+
+    #[test]
+    fn the_rows_read_by_a_224_window_stay_within_the_documented_bound() {
+        // (source side, resized side, window offset): square photos up to the 40 MP limit,
+        // an upscale, and the long axis of a 6666×6000 image.
+        for (src, out, first) in [
+            (6324, 256, 16),
+            (3024, 256, 16),
+            (300, 256, 16),
+            (100, 256, 16),
+            (6666, 284, 30),
+        ] {
+            let taps = Taps::bilinear(src, out, first, 224);
+            let (lo, hi) = taps.span();
+            let scale = src as f64 / out as f64;
+            let bound = 224.0 * scale + 2.0 * scale.max(1.0).ceil() + 1.0;
+            assert!(
+                (hi - lo) as f64 <= bound,
+                "{src}→{out}: {} rows > {bound}",
+                hi - lo
+            );
+            assert!(hi <= src);
         }
     }
 
