@@ -164,41 +164,35 @@ fn compare(name: &str) -> Diff {
 
 // ------------------------------------------------------------------ parity
 
+/// Compares every fixture of `codec` and lists those for which `fails` holds.
+fn failures(codec: Codec, fails: impl Fn(&Diff) -> bool) -> Vec<String> {
+    FIXTURES
+        .iter()
+        .filter(|(_, c)| *c == codec)
+        .filter_map(|(name, _)| {
+            let d = compare(name);
+            fails(&d).then(|| format!("{name}: {d:?}"))
+        })
+        .collect()
+}
+
 #[test]
 fn lossless_formats_match_pil_within_one_level_on_999_per_mille() {
-    let mut failures = Vec::new();
-    for (name, _) in FIXTURES.iter().filter(|(_, c)| *c == Codec::Lossless) {
-        let d = compare(name);
-        if d.within_one < 0.999 {
-            failures.push(format!("{name}: {d:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
+    let failed = failures(Codec::Lossless, |d| d.within_one < 0.999);
+    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 #[test]
 fn lossless_formats_are_byte_exact_with_pil() {
     // Stronger than the acceptance: the same resampler arithmetic gives the same bytes.
-    let mut failures = Vec::new();
-    for (name, _) in FIXTURES.iter().filter(|(_, c)| *c == Codec::Lossless) {
-        let d = compare(name);
-        if d.identical < 1.0 {
-            failures.push(format!("{name}: {d:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
+    let failed = failures(Codec::Lossless, |d| d.identical < 1.0);
+    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 #[test]
 fn lossy_formats_stay_within_half_a_level_on_average() {
-    let mut failures = Vec::new();
-    for (name, _) in FIXTURES.iter().filter(|(_, c)| *c == Codec::Lossy) {
-        let d = compare(name);
-        if d.mean > 0.5 {
-            failures.push(format!("{name}: {d:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
+    let failed = failures(Codec::Lossy, |d| d.mean > 0.5);
+    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 #[test]
