@@ -10,3 +10,4 @@ pub mod labels;
 pub mod preprocess;
 pub mod resnet;
 pub mod synthetic;
+pub mod weights;

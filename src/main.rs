@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli_classify;
+mod cli_weights;
 
 /// Default location of the converted weights, relative to the working directory.
 const DEFAULT_MODEL: &str = "model/resnet18.safetensors";
@@ -22,6 +23,10 @@ struct Cli {
 enum Command {
     /// Classify image files and print the top classes of each.
     Classify(ClassifyArgs),
+    /// Convert a TorchVision ResNet-18 checkpoint (.pth) into safetensors.
+    Convert(cli_weights::ConvertArgs),
+    /// Download TorchVision's ResNet-18 weights, verify, convert and install them.
+    FetchModel(cli_weights::FetchArgs),
 }
 
 /// Arguments of `resnet18-fc classify`.
@@ -47,5 +52,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => {
             cli_classify::run(&args.model, args.top_k, args.json, &args.images)
         }
+        Command::Convert(args) => cli_weights::convert(&args),
+        Command::FetchModel(args) => cli_weights::fetch(&args),
     }
 }
