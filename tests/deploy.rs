@@ -195,7 +195,10 @@ mod s_yaml_essentials {
             "runtime {} is not a glibc >= 2.28 custom runtime",
             props.runtime
         );
-        assert_eq!(props.code, "./dist", "code is the directory scripts/package.sh lays out");
+        assert_eq!(
+            props.code, "./dist",
+            "code is the directory scripts/package.sh lays out"
+        );
         assert!(!doc.render(&props.function_name).contains("${"));
         assert!(!doc.render(&props.region).is_empty());
     }
@@ -231,7 +234,12 @@ mod s_yaml_essentials {
         let mut expected = CREATED_EVENTS.to_vec();
         expected.sort();
         assert_eq!(events, expected);
-        let key = &oss.trigger_config.filter.as_ref().expect("a key filter").key;
+        let key = &oss
+            .trigger_config
+            .filter
+            .as_ref()
+            .expect("a key filter")
+            .key;
         assert_eq!(doc.render(&key.prefix), "uploads/");
         assert!(key.suffix.contains("${vars."), "suffix comes from vars");
         let arn = doc.render(oss.source_arn.as_deref().expect("sourceArn"));
@@ -244,7 +252,14 @@ mod s_yaml_essentials {
         let doc = syaml::load("s.yaml");
         let props = main_function(&doc);
         let oss = props.trigger("oss").expect("an OSS trigger");
-        let upload = doc.render(&oss.trigger_config.filter.as_ref().expect("filter").key.prefix);
+        let upload = doc.render(
+            &oss.trigger_config
+                .filter
+                .as_ref()
+                .expect("filter")
+                .key
+                .prefix,
+        );
         let result = doc.render(
             props
                 .environment_variables
@@ -263,7 +278,11 @@ mod s_yaml_essentials {
         let doc = syaml::load("s.yaml");
         let props = main_function(&doc);
         let steps = props.cpu / 0.05;
-        assert!((steps - steps.round()).abs() < 1e-9, "cpu {} not a multiple of 0.05", props.cpu);
+        assert!(
+            (steps - steps.round()).abs() < 1e-9,
+            "cpu {} not a multiple of 0.05",
+            props.cpu
+        );
         assert!((0.05..=16.0).contains(&props.cpu));
         assert_eq!(props.memory_size % 64, 0);
         assert!((128..=32768).contains(&props.memory_size));
@@ -287,7 +306,10 @@ mod s_yaml_essentials {
             .expect("instanceLifecycleConfig");
         let init = lifecycle.initializer.as_ref().expect("initializer");
         assert!(!init.handler.is_empty(), "FC needs a handler string");
-        assert!((1..=300).contains(&init.timeout), "Initializer limit is 300 s");
+        assert!(
+            (1..=300).contains(&init.timeout),
+            "Initializer limit is 300 s"
+        );
     }
 
     #[test]
@@ -307,12 +329,18 @@ mod s_yaml_essentials {
         let doc = syaml::load("s.yaml");
         let (_, resource) = doc.functions()[0];
         let role = doc.render(resource.props.role.as_deref().expect("role"));
-        assert!(role.starts_with("acs:ram::") && role.contains(":role/"), "{role}");
+        assert!(
+            role.starts_with("acs:ram::") && role.contains(":role/"),
+            "{role}"
+        );
         let runs: Vec<&str> = resource.actions["pre-deploy"]
             .iter()
             .map(|a| a.run.as_str())
             .collect();
-        assert!(runs.iter().any(|r| r.starts_with("scripts/package.sh")), "{runs:?}");
+        assert!(
+            runs.iter().any(|r| r.starts_with("scripts/package.sh")),
+            "{runs:?}"
+        );
     }
 
     #[test]
@@ -330,7 +358,10 @@ mod s_yaml_essentials {
                     .collect()
             })
             .collect();
-        assert!(kinds.contains(&vec!["http"]) && kinds.contains(&vec!["oss"]), "{kinds:?}");
+        assert!(
+            kinds.contains(&vec!["http"]) && kinds.contains(&vec!["oss"]),
+            "{kinds:?}"
+        );
         let single = syaml::load("s.yaml");
         let reference = main_function(&single);
         for (name, resource) in functions {
@@ -394,7 +425,10 @@ mod schema_validation {
     }
 
     fn validate(file: &Path) -> Output {
-        validator().arg(file).output().expect("run validate_s_yaml.py")
+        validator()
+            .arg(file)
+            .output()
+            .expect("run validate_s_yaml.py")
     }
 
     #[test]
@@ -419,7 +453,11 @@ mod schema_validation {
         let original = std::fs::read_to_string(repo().join("s.yaml")).expect("read s.yaml");
         let mutations = [
             ("memorySize: 2048", "memorySize: 2000", "multiple of 64"),
-            ("runtime: custom.debian11", "runtime: custom.debian99", "is not one of"),
+            (
+                "runtime: custom.debian11",
+                "runtime: custom.debian99",
+                "is not one of",
+            ),
             ("timeout: 60\n", "timeout: 0\n", "minimum of 1"),
             ("authType: anonymous", "authType: everyone", "is not one of"),
             (
@@ -430,7 +468,10 @@ mod schema_validation {
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (from, to, complaint) in mutations {
-            assert!(original.contains(from), "s.yaml no longer contains `{from}`");
+            assert!(
+                original.contains(from),
+                "s.yaml no longer contains `{from}`"
+            );
             let broken = dir.path().join("s.yaml");
             std::fs::write(&broken, original.replacen(from, to, 1)).expect("write");
             let out = validate(&broken);
@@ -463,7 +504,9 @@ mod bootstrap {
         let dir = tempfile::tempdir().expect("tempdir");
         let args_file = fake_package(dir.path());
         let mut cmd = Command::new(dir.path().join("bootstrap"));
-        cmd.current_dir("/").env_clear().env("PATH", "/usr/bin:/bin");
+        cmd.current_dir("/")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -478,7 +521,10 @@ mod bootstrap {
     #[test]
     fn bootstrap_is_an_executable_shell_script() {
         let path = repo().join("bootstrap");
-        let mode = std::fs::metadata(&path).expect("bootstrap").permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .expect("bootstrap")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o755, 0o755, "mode {mode:o}");
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.starts_with("#!/bin/sh\n"));
@@ -487,7 +533,11 @@ mod bootstrap {
     #[test]
     fn bootstrap_execs_the_server_on_all_interfaces_with_fc_port_offline() {
         let (pid, lines, root, _dir) = run(&[("FC_CUSTOM_LISTEN_PORT", "9123")]);
-        assert_eq!(lines[0], pid.to_string(), "exec: the server keeps bootstrap's pid");
+        assert_eq!(
+            lines[0],
+            pid.to_string(),
+            "exec: the server keeps bootstrap's pid"
+        );
         let model = root.join("model/resnet18.safetensors");
         assert_eq!(
             lines[1..],
@@ -507,15 +557,15 @@ mod bootstrap {
     #[test]
     fn bootstrap_port_falls_back_to_fc_server_port_then_9000() {
         let (_, lines, _, _dir) = run(&[("FC_SERVER_PORT", "9456")]);
-        assert_eq!(lines[4], "9456");
+        assert_eq!(lines[4..6], ["--port", "9456"]);
         let (_, lines, _, _dir) = run(&[]);
-        assert_eq!(lines[4], "9000");
+        assert_eq!(lines[4..6], ["--port", "9000"]);
     }
 
     #[test]
     fn bootstrap_honours_a_model_override() {
         let (_, lines, _, _dir) = run(&[("RESNET18_FC_MODEL", "/code/model/f16.safetensors")]);
-        assert_eq!(lines[7], "/code/model/f16.safetensors");
+        assert_eq!(lines[6..8], ["--model", "/code/model/f16.safetensors"]);
     }
 }
 
@@ -579,7 +629,10 @@ mod packaging {
         assert!(weights == source, "weights copied byte for byte");
         assert!(log.contains("zipped"), "size is reported: {log}");
         let libs = needed_libraries(&dist.join("resnet18-fc"));
-        assert!(libs.iter().all(|l| !l.starts_with("libssl") && !l.starts_with("libcrypto")));
+        assert!(
+            libs.iter()
+                .all(|l| !l.starts_with("libssl") && !l.starts_with("libcrypto"))
+        );
         assert!(libs.iter().any(|l| l.starts_with("libc.so")), "{libs:?}");
     }
 
@@ -611,8 +664,11 @@ mod packaging {
         let dir = tempfile::tempdir().expect("tempdir");
         let fake_repo = dir.path().join("checkout");
         std::fs::create_dir_all(fake_repo.join("scripts")).expect("mkdir");
-        std::fs::copy(repo().join("scripts/package.sh"), fake_repo.join("scripts/package.sh"))
-            .expect("copy script");
+        std::fs::copy(
+            repo().join("scripts/package.sh"),
+            fake_repo.join("scripts/package.sh"),
+        )
+        .expect("copy script");
         std::fs::copy(repo().join("bootstrap"), fake_repo.join("bootstrap")).expect("copy");
         let out = Command::new(fake_repo.join("scripts/package.sh"))
             .arg("--binary")
@@ -667,20 +723,43 @@ mod fc_start {
             .env("FC_FUNC_CODE_PATH", dist)
             .env("FC_FUNCTION_NAME", "resnet18-fc")
             .env("FC_REGION", "cn-hangzhou")
-            .envs(["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"].map(|k| (k, "http://127.0.0.1:9")))
+            .envs(
+                [
+                    "http_proxy",
+                    "https_proxy",
+                    "HTTP_PROXY",
+                    "HTTPS_PROXY",
+                    "ALL_PROXY",
+                ]
+                .map(|k| (k, "http://127.0.0.1:9")),
+            )
             .stdout(std::fs::File::create(&stdout).expect("log file"))
             .stderr(std::fs::File::create(logs.join("stderr.log")).expect("log file"))
             .spawn()
             .expect("start dist/bootstrap");
-        let server = Server { child, port, stdout };
-        wait_until_listening(port);
+        let mut server = Server {
+            child,
+            port,
+            stdout,
+        };
+        wait_until_listening(&mut server, logs);
         server
     }
 
-    fn wait_until_listening(port: u16) {
+    /// Waits (at most FC's 120 s startup deadline) for the port to accept connections; fails
+    /// at once, with the server's stderr, when the process exits instead.
+    fn wait_until_listening(server: &mut Server, logs: &Path) {
         let deadline = Instant::now() + Duration::from_secs(120);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "server not listening on {port}");
+        while TcpStream::connect(("127.0.0.1", server.port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let stderr = std::fs::read_to_string(logs.join("stderr.log")).unwrap_or_default();
+                panic!("dist/bootstrap exited ({status}) before listening:\n{stderr}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not listening on {}",
+                server.port
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -710,7 +789,9 @@ mod fc_start {
     /// One HTTP/1.1 request on a fresh connection, as FC's Go client sends it.
     fn request(port: u16, head: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
         let mut text = format!("{head} HTTP/1.1\r\nHost: 21.0.5.7:{port}\r\n");
         text += "User-Agent: Go-http-client/1.1\r\nConnection: close\r\n";
         text += &format!("Content-Length: {}\r\n", body.len());
@@ -758,7 +839,10 @@ mod fc_start {
     fn dechunk(mut data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
-            let line_end = data.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+            let line_end = data
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size");
             let size_text = String::from_utf8_lossy(&data[..line_end]).to_string();
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .expect("hex chunk size");
@@ -777,7 +861,8 @@ mod fc_start {
             image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
         });
         let mut bytes = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut bytes, image::ImageFormat::Png).expect("encode PNG");
+        img.write_to(&mut bytes, image::ImageFormat::Png)
+            .expect("encode PNG");
         bytes.into_inner()
     }
 
@@ -821,7 +906,11 @@ mod fc_start {
         }
         let dist = work.join("dist");
         let out = super::packaging::package(&dist, &["--max-glibc", "99.0"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dist
     }
 
@@ -832,8 +921,17 @@ mod fc_start {
         let server = start(&dist, work.path());
         let port = server.port;
 
-        let init = request(port, "POST /initialize", &fc_headers("/initialize", "req-init-1"), b"");
-        assert!((200..300).contains(&init.status), "initialize: {}", init.status);
+        let init = request(
+            port,
+            "POST /initialize",
+            &fc_headers("/initialize", "req-init-1"),
+            b"",
+        );
+        assert!(
+            (200..300).contains(&init.status),
+            "initialize: {}",
+            init.status
+        );
 
         let image = png();
         let mut headers = fc_headers("/http-invoke", "req-http-1");
@@ -849,16 +947,34 @@ mod fc_start {
         let mut headers = fc_headers("/invoke", "req-invoke-1");
         headers.push(("content-type", "application/octet-stream"));
         let invoke = request(port, "POST /invoke", &headers, event.to_string().as_bytes());
-        assert_eq!(invoke.status, 200, "{}", String::from_utf8_lossy(&invoke.body));
+        assert_eq!(
+            invoke.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&invoke.body)
+        );
         assert_ne!(invoke.header("x-fc-status"), Some("404"));
         let invoke_top = predictions(&invoke.json(), 2);
-        assert_eq!(invoke_top, http_top[..2], "same image, same answer on both paths");
+        assert_eq!(
+            invoke_top,
+            http_top[..2],
+            "same image, same answer on both paths"
+        );
 
         let log = std::fs::read_to_string(&server.stdout).expect("stdout log");
         for id in ["req-http-1", "req-invoke-1"] {
-            assert!(log.contains(&format!("FC Invoke Start RequestId: {id}")), "{log}");
-            assert!(log.contains(&format!("FC Invoke End RequestId: {id}")), "{log}");
+            assert!(
+                log.contains(&format!("FC Invoke Start RequestId: {id}")),
+                "{log}"
+            );
+            assert!(
+                log.contains(&format!("FC Invoke End RequestId: {id}")),
+                "{log}"
+            );
         }
-        assert!(log.contains("FC Initialize Start RequestId: req-init-1"), "{log}");
+        assert!(
+            log.contains("FC Initialize Start RequestId: req-init-1"),
+            "{log}"
+        );
     }
 }
