@@ -191,6 +191,7 @@ main() {
     install -m 0755 "$binary" "$out/resnet18-fc"
     install -m 0755 "$repo/bootstrap" "$out/bootstrap"
     install_weights "$out/resnet18-fc"
+    chmod 0644 "$out"/model/*
     report
 }
 
