@@ -77,7 +77,7 @@ build_binary() {
         say "building release binary with cargo-zigbuild for glibc $max_glibc"
         cargo zigbuild --release --locked --target "$zig_target.$max_glibc" >&2
         printf '%s\n' "$repo/target/$zig_target/release/resnet18-fc"
-    elif rustup target list --installed 2>/dev/null | grep -qx "$musl_target"; then
+    elif grep -qx "$musl_target" <<<"$(rustup target list --installed 2>/dev/null)"; then
         say "building static release binary for $musl_target"
         cargo build --release --locked --target "$musl_target" >&2
         printf '%s\n' "$repo/target/$musl_target/release/resnet18-fc"
@@ -90,14 +90,18 @@ or pass --binary FILE to package a binary you built yourself."
 }
 
 # Newest GLIBC_x.y symbol version the binary needs, or "static" / "none".
+# (Outputs are captured before grep: with pipefail, `objdump | grep -q` can fail on SIGPIPE.)
 glibc_requirement() {
     command -v objdump >/dev/null 2>&1 || die "objdump not found (apt-get install binutils)"
-    if ! objdump -p "$1" | grep -q 'NEEDED'; then
+    local headers symbols
+    headers=$(objdump -p "$1")
+    if ! grep -q 'NEEDED' <<<"$headers"; then
         echo static
         return
     fi
+    symbols=$(objdump -T "$1")
     local newest
-    newest=$(objdump -T "$1" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+    newest=$(grep -o 'GLIBC_[0-9][0-9.]*' <<<"$symbols" | sed 's/GLIBC_//' | sort -uV | tail -1)
     echo "${newest:-none}"
 }
 
@@ -114,10 +118,10 @@ check_portability() {
         ;;
     esac
     libs=$(objdump -p "$bin" | awk '/NEEDED/ {print $2}')
-    if printf '%s\n' "$libs" | grep -Eq '^lib(ssl|crypto)\.'; then
-        die "$bin links OpenSSL ($(printf '%s' "$libs" | tr '\n' ' ')): FC images ship different libssl versions; use rustls"
+    if grep -Eq '^lib(ssl|crypto)\.' <<<"$libs"; then
+        die "$bin links OpenSSL ($(tr '\n' ' ' <<<"$libs")): FC images ship different libssl versions; use rustls"
     fi
-    say "shared libraries: $(printf '%s' "$libs" | tr '\n' ' ')"
+    say "shared libraries: $(tr '\n' ' ' <<<"$libs")"
 }
 
 # Installs the weights as $out/model/resnet18.safetensors.
@@ -153,23 +157,12 @@ This machine probably has no internet access. Either:
 }
 
 report() {
+    local bytes
+    bytes=$(find "$out" -type f -printf '%s\n' | awk '{ total += $1 } END { print total }')
     say "package ready in $out:"
     (cd "$out" && find . -type f -printf '  %M %10s  %p\n' | sort -k3) >&2
-    say "total $(du -sh "$out" | cut -f1) on disk; $(zipped_size) bytes zipped (FC limit: 500 MB via s deploy)"
-}
-
-# Size of the zip `s deploy` would upload (deflate), computed with Python when available.
-zipped_size() {
-    python3 - "$out" 2>/dev/null <<'PY' || echo "unknown"
-import io, os, sys, zipfile
-buf = io.BytesIO()
-with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-    for root, _, files in os.walk(sys.argv[1]):
-        for f in files:
-            p = os.path.join(root, f)
-            z.write(p, os.path.relpath(p, sys.argv[1]))
-print(buf.tell())
-PY
+    say "package size: $bytes bytes ($(du -sh "$out" | cut -f1) on disk). s deploy zips it; float weights"
+    say "barely compress, so the upload is about as large. FC's limit via s deploy: 500 MB."
 }
 
 # Empties the output directory, refusing anything that does not look like an old package.

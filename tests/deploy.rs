@@ -627,13 +627,56 @@ mod packaging {
         let weights = std::fs::read(dist.join("model/resnet18.safetensors")).expect("weights");
         let source = std::fs::read(dir.path().join("synthetic.safetensors")).expect("source");
         assert!(weights == source, "weights copied byte for byte");
-        assert!(log.contains("zipped"), "size is reported: {log}");
+        assert!(log.contains("package size: "), "size is reported: {log}");
         let libs = needed_libraries(&dist.join("resnet18-fc"));
         assert!(
             libs.iter()
                 .all(|l| !l.starts_with("libssl") && !l.starts_with("libcrypto"))
         );
         assert!(libs.iter().any(|l| l.starts_with("libc.so")), "{libs:?}");
+    }
+
+    /// `--f16` converts a TorchVision checkpoint (here the converter's tiny fixture, every key of
+    /// `resnet18().state_dict()` as stride-0 f32 tensors) into float16 safetensors.
+    #[test]
+    fn package_f16_variant_stores_every_tensor_as_float16() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dist = dir.path().join("dist");
+        let checkpoint = repo().join("tests/fixtures/checkpoints/resnet18_tiny.pth");
+        let out = Command::new(repo().join("scripts/package.sh"))
+            .arg("--binary")
+            .arg(env!("CARGO_BIN_EXE_resnet18-fc"))
+            .arg("--weights")
+            .arg(&checkpoint)
+            .args(["--f16", "--max-glibc", "99.0", "--out"])
+            .arg(&dist)
+            .output()
+            .expect("run package.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(dist.join("model/resnet18.safetensors")).expect("weights");
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+        let floats: Vec<_> = tensors
+            .tensors()
+            .into_iter()
+            .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
+            .collect();
+        assert_eq!(floats.len(), 102, "every float tensor of ResNet-18");
+        for (name, view) in floats {
+            assert_eq!(view.dtype(), safetensors::Dtype::F16, "{name}");
+        }
+    }
+
+    #[test]
+    fn package_f16_refuses_safetensors_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = package(&dir.path().join("dist"), &["--f16", "--max-glibc", "99.0"]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{log}");
+        assert!(log.contains("pass the .pth file"), "{log}");
     }
 
     #[test]
