@@ -14,6 +14,7 @@ use std::sync::Arc;
 use clap::builder::RangedU64ValueParser;
 use resnet18_fc::config::{self, MAX_BODY_BYTES};
 use resnet18_fc::fc::Lifecycle;
+use resnet18_fc::oss::plugins::OssPlugin;
 use resnet18_fc::preprocess::Limits;
 use resnet18_fc::server::{
     self, DEFAULT_QUEUE, FetchingLoader, ModelLoader, Server, ServerOptions,
@@ -89,6 +90,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         },
         offline: args.offline,
     };
+    // OSS: `{"url"}` images and upload events (OSS_ENDPOINT, RESULT_PREFIX, … from the env).
+    let oss = Arc::new(OssPlugin::from_env().map_err(|e| anyhow::anyhow!("{e}"))?);
     let options = ServerOptions {
         max_body_bytes: args.max_body_bytes,
         workers,
@@ -115,7 +118,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
         let bound = listener.local_addr()?;
         tracing::info!("listening on http://{bound}");
-        let server = Server::new(Arc::new(loader), options);
+        let server = Server::new(Arc::new(loader), options)
+            .with_fetcher(oss.clone())
+            .with_event_handler(oss);
         server::run(listener, server, Lifecycle::new()).await?;
         Ok(())
     });

@@ -10,6 +10,7 @@ pub mod classifier;
 pub mod config;
 pub mod fc;
 pub mod labels;
+pub mod oss;
 pub mod preprocess;
 pub mod resnet;
 pub mod server;
