@@ -6,6 +6,7 @@
 //! [`classifier::Classifier`], the only door into the model.
 
 pub mod classifier;
+pub mod kernels;
 pub mod labels;
 pub mod preprocess;
 pub mod resnet;
