@@ -23,11 +23,13 @@ use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::contiguous_f32;
+use super::matmul::{Isa, PackedB};
 use super::threads::{budget, task_count};
 
 /// Output pixels per tile. Small enough that the tile's im2col block
-/// (`ROW_TILE × K` floats, at most 2.4 MB for `K = 4608`) and its output stay in L2.
-const ROW_TILE: usize = 64;
+/// (`ROW_TILE × K` floats, at most 1.3 MB for `K = 4608`) and its output stay in L2.
+/// A multiple of both micro-tile heights (12 and 6).
+const ROW_TILE: usize = 72;
 
 /// Smallest number of output channels a task computes when channels are split.
 const MIN_COL_TILE: usize = 32;
@@ -47,8 +49,8 @@ pub struct PackedConv {
     stride: usize,
     padding: usize,
     relu: bool,
-    /// `K×C_out` row-major, `K` ordered `(ky, kx, c)`.
-    weights: Arc<[f32]>,
+    /// `K×C_out`, `K` ordered `(ky, kx, c)`, packed for the matmul micro-kernel.
+    weights: Arc<PackedB>,
     /// One value per output channel.
     bias: Arc<[f32]>,
 }
@@ -129,7 +131,7 @@ impl PackedConv {
             stride,
             padding,
             relu,
-            weights: weights.into(),
+            weights: Arc::new(PackedB::pack(&weights, k_dim, out_channels, Isa::detect())),
             bias: bias.into(),
         })
     }
@@ -295,10 +297,12 @@ impl PackedConv {
         };
         let row_tiles = rows.div_ceil(ROW_TILE);
         let col_splits = tasks.div_ceil(row_tiles);
+        // Column tiles start on packed-panel boundaries (a requirement of `gemm_acc`).
+        let step = self.weights.column_step();
         let col_tile = o
             .div_ceil(col_splits)
-            .next_multiple_of(16)
-            .max(MIN_COL_TILE);
+            .next_multiple_of(step)
+            .max(MIN_COL_TILE.next_multiple_of(step));
         let col_tiles = o.div_ceil(col_tile);
         let shared = SharedOut(out.as_mut_ptr());
         (0..row_tiles * col_tiles).into_par_iter().for_each(|t| {
@@ -348,33 +352,13 @@ impl PackedConv {
     /// `out_tile` points at row 0, column 0 of the tile inside the full `rows×C_out` output.
     fn gemm_tile(&self, a: &[f32], out_tile: *mut f32, rows: usize, c0: usize, c1: usize) {
         let k_dim = self.k_dim();
-        let o = self.out_channels;
-        debug_assert!(a.len() >= rows * k_dim && c1 <= o);
-        // SAFETY: `a` holds `rows×k_dim` floats (row stride k_dim); `weights` holds `k_dim×o`
-        // (row stride o) and columns c0..c1 ≤ o; `out_tile` addresses `rows×o` floats (row
-        // stride o) owned by the caller for columns c0..c1.
+        assert!(a.len() >= rows * k_dim && c1 <= self.out_channels);
+        // SAFETY: `a` holds `rows×k_dim` floats (row stride k_dim, checked above); `out_tile`
+        // addresses `rows×C_out` floats (row stride C_out) whose columns c0..c1 belong to the
+        // caller; c0 is 0 or a multiple of the column step (see `run_split`).
         unsafe {
-            gemm::gemm(
-                rows,
-                c1 - c0,
-                k_dim,
-                out_tile.add(c0),
-                1,
-                o as isize,
-                true,
-                a.as_ptr(),
-                1,
-                k_dim as isize,
-                self.weights.as_ptr().add(c0),
-                1,
-                o as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+            self.weights
+                .gemm_acc(a.as_ptr(), k_dim, rows, out_tile, self.out_channels, c0, c1);
         }
     }
 

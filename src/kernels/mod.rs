@@ -13,10 +13,12 @@
 //!   while it is hot in cache, and tiles of output pixels (or output channels when there are few
 //!   pixels) are spread over the rayon global pool, which also helps at batch 1.
 //!
-//! One module per kernel family: [`conv`] (convolution as tiled im2col + GEMM) and [`pool`]
+//! One module per kernel family: [`conv`] (convolution as tiled im2col + GEMM), [`matmul`]
+//! (packed-weight register-blocked matrix multiply for AVX-512 / AVX2) and [`pool`]
 //! (max-pool and global average pool). [`threads`] describes the thread budget.
 
 pub mod conv;
+pub mod matmul;
 pub mod pool;
 pub mod threads;
 
