@@ -239,6 +239,7 @@ impl PackedConv {
     ) {
         let o = self.out_channels;
         let k_dim = self.k_dim();
+        let lda = self.im2col_stride();
         out.par_chunks_mut(ROW_TILE * o)
             .enumerate()
             .for_each(|(tile, out_tile)| {
@@ -249,18 +250,13 @@ impl PackedConv {
                     self.init_row(row, 0, residual.map(|res| &res[r * o..(r + 1) * o]));
                 }
                 if self.is_pointwise() {
-                    self.gemm_tile(
-                        &input[r0 * k_dim..r1 * k_dim],
-                        out_tile.as_mut_ptr(),
-                        r1 - r0,
-                        0,
-                        o,
-                    );
+                    let a = &input[r0 * k_dim..r1 * k_dim];
+                    self.gemm_tile(a, k_dim, out_tile.as_mut_ptr(), r1 - r0, 0, o);
                 } else {
                     SCRATCH.with_borrow_mut(|scratch| {
-                        scratch.resize((r1 - r0) * k_dim, 0.0);
+                        scratch.resize((r1 - r0) * lda, 0.0);
                         self.im2col(input, g, r0, r1, scratch);
-                        self.gemm_tile(scratch, out_tile.as_mut_ptr(), r1 - r0, 0, o);
+                        self.gemm_tile(scratch, lda, out_tile.as_mut_ptr(), r1 - r0, 0, o);
                     });
                 }
                 if self.relu {
@@ -282,18 +278,19 @@ impl PackedConv {
         let o = self.out_channels;
         let k_dim = self.k_dim();
         let owned;
-        let a: &[f32] = if self.is_pointwise() {
-            input
+        let (a, lda): (&[f32], usize) = if self.is_pointwise() {
+            (input, k_dim)
         } else {
-            let mut cols = vec![0f32; rows * k_dim];
-            cols.par_chunks_mut(ROW_TILE * k_dim)
+            let lda = self.im2col_stride();
+            let mut cols = vec![0f32; rows * lda];
+            cols.par_chunks_mut(ROW_TILE * lda)
                 .enumerate()
                 .for_each(|(tile, block)| {
                     let r0 = tile * ROW_TILE;
-                    self.im2col(input, g, r0, r0 + block.len() / k_dim, block);
+                    self.im2col(input, g, r0, r0 + block.len() / lda, block);
                 });
             owned = cols;
-            &owned
+            (&owned, lda)
         };
         let row_tiles = rows.div_ceil(ROW_TILE);
         let col_splits = tasks.div_ceil(row_tiles);
@@ -325,7 +322,7 @@ impl PackedConv {
             }
             // SAFETY: as above, row r0 of `out` exists.
             let base = unsafe { shared.0.add(r0 * o) };
-            self.gemm_tile(&a[r0 * k_dim..r1 * k_dim], base, r1 - r0, c0, c1);
+            self.gemm_tile(&a[r0 * lda..r1 * lda], lda, base, r1 - r0, c0, c1);
             if self.relu {
                 for r in r0..r1 {
                     relu_in_place(row_slice(r));
@@ -350,24 +347,41 @@ impl PackedConv {
 
     /// `out[r, c0..c1] += a[r, :] · W[:, c0..c1]` for the `rows` rows of a tile, single-threaded.
     /// `out_tile` points at row 0, column 0 of the tile inside the full `rows×C_out` output.
-    fn gemm_tile(&self, a: &[f32], out_tile: *mut f32, rows: usize, c0: usize, c1: usize) {
+    /// `a` holds the tile's rows with row stride `lda ≥ K`.
+    fn gemm_tile(
+        &self,
+        a: &[f32],
+        lda: usize,
+        out_tile: *mut f32,
+        rows: usize,
+        c0: usize,
+        c1: usize,
+    ) {
         let k_dim = self.k_dim();
-        assert!(a.len() >= rows * k_dim && c1 <= self.out_channels);
-        // SAFETY: `a` holds `rows×k_dim` floats (row stride k_dim, checked above); `out_tile`
+        assert!(lda >= k_dim && a.len() >= rows * lda && c1 <= self.out_channels);
+        // SAFETY: `a` holds `rows` rows of `k_dim` floats (row stride lda, checked above); `out_tile`
         // addresses `rows×C_out` floats (row stride C_out) whose columns c0..c1 belong to the
         // caller; c0 is 0 or a multiple of the column step (see `run_split`).
         unsafe {
             self.weights
-                .gemm_acc(a.as_ptr(), k_dim, rows, out_tile, self.out_channels, c0, c1);
+                .gemm_acc(a.as_ptr(), lda, rows, out_tile, self.out_channels, c0, c1);
         }
     }
 
-    /// Writes the im2col rows of output pixels `r0..r1` into `block` (`(r1−r0)×K`).
+    /// Row stride of im2col blocks: `K` rounded up to a cache line, plus one line. Without the
+    /// extra line, `K = 4608` (layer4) puts every row of a micro-tile strip at the same offset
+    /// modulo 4 KiB, so the strip's rows all compete for one L1 set.
+    fn im2col_stride(&self) -> usize {
+        self.k_dim().next_multiple_of(16) + 16
+    }
+
+    /// Writes the im2col rows of output pixels `r0..r1` into `block` (row stride
+    /// [`Self::im2col_stride`]; the padding after the first `K` floats is left as is).
     fn im2col(&self, input: &[f32], g: &Geometry, r0: usize, r1: usize, block: &mut [f32]) {
         let (c, k) = (self.in_channels, self.kernel);
         let run = k * c;
         let plane = g.out_height * g.out_width;
-        for (row, dst) in (r0..r1).zip(block.chunks_exact_mut(k * run)) {
+        for (row, dst) in (r0..r1).zip(block.chunks_exact_mut(self.im2col_stride())) {
             let n = row / plane;
             let oy = (row % plane) / g.out_width;
             let ox = row % g.out_width;
@@ -376,7 +390,7 @@ impl PackedConv {
             // Kernel columns whose input column lies inside the image.
             let kx_lo = (-ix0).clamp(0, k as isize) as usize;
             let kx_hi = (g.width as isize - ix0).clamp(kx_lo as isize, k as isize) as usize;
-            for (ky, dst_run) in dst.chunks_exact_mut(run).enumerate() {
+            for (ky, dst_run) in dst[..k * run].chunks_exact_mut(run).enumerate() {
                 let iy = iy0 + ky as isize;
                 if iy < 0 || iy >= g.height as isize {
                     dst_run.fill(0.0);
