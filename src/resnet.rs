@@ -204,31 +204,48 @@ fn load_conv_bn(
     relu: bool,
 ) -> Result<PackedConv, ModelError> {
     let weight = src.tensor(&format!("{conv_name}.weight"))?;
-    let gamma = src.tensor(&format!("{bn_name}.weight"))?;
-    let beta = src.tensor(&format!("{bn_name}.bias"))?;
-    let mean = src.tensor(&format!("{bn_name}.running_mean"))?;
-    let var = src.tensor(&format!("{bn_name}.running_var"))?;
-    let (weight, bias) = fold_batch_norm(&weight, &gamma, &beta, &mean, &var)?;
-    Ok(PackedConv::from_tensors(
-        &weight, &bias, stride, padding, relu,
+    let shape = weight.dims4()?;
+    let values = |name: &str| -> Result<Vec<f32>, ModelError> {
+        Ok(src.tensor(&format!("{bn_name}.{name}"))?.to_vec1::<f32>()?)
+    };
+    let bn = BatchNorm {
+        gamma: values("weight")?,
+        beta: values("bias")?,
+        mean: values("running_mean")?,
+        var: values("running_var")?,
+    };
+    let mut weight = weight.flatten_all()?.to_vec1::<f32>()?;
+    let bias = bn.fold_into(&mut weight);
+    let shape = [shape.0, shape.1, shape.2, shape.3];
+    Ok(PackedConv::new(
+        &weight, &bias, shape, stride, padding, relu,
     )?)
 }
 
-/// Folds an eval-mode batch-norm into the convolution weight `[O, I, kh, kw]`.
-/// Returns the scaled weight and the bias `[O]`, both f32. Arithmetic is done in f64.
-fn fold_batch_norm(
-    weight: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    var: &Tensor,
-) -> Result<(Tensor, Tensor), ModelError> {
-    let f64s = |t: &Tensor| -> Result<Tensor, ModelError> { Ok(t.to_dtype(DType::F64)?) };
-    let scale = f64s(gamma)?.div(&(f64s(var)? + BN_EPS)?.sqrt()?)?;
-    let bias = (f64s(beta)? - f64s(mean)?.mul(&scale)?)?;
-    let out_channels = scale.dim(0)?;
-    let folded = f64s(weight)?.broadcast_mul(&scale.reshape((out_channels, 1, 1, 1))?)?;
-    Ok((folded.to_dtype(DType::F32)?, bias.to_dtype(DType::F32)?))
+/// Eval-mode batch-norm statistics of one layer, one value per channel.
+struct BatchNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+}
+
+impl BatchNorm {
+    /// Folds the batch-norm into the preceding convolution's `O×I×kh×kw` weight, in place, and
+    /// returns the bias `[O]`. Per channel, in f64 and rounded once to f32:
+    /// `s = γ/√(σ²+ε)`, `w' = w·s`, `b' = β − μ·s`.
+    fn fold_into(&self, weight: &mut [f32]) -> Vec<f32> {
+        let per_channel = weight.len() / self.gamma.len().max(1);
+        let mut bias = Vec::with_capacity(self.gamma.len());
+        for (o, filter) in weight.chunks_exact_mut(per_channel).enumerate() {
+            let scale = f64::from(self.gamma[o]) / (f64::from(self.var[o]) + BN_EPS).sqrt();
+            for w in filter {
+                *w = (f64::from(*w) * scale) as f32;
+            }
+            bias.push((f64::from(self.beta[o]) - f64::from(self.mean[o]) * scale) as f32);
+        }
+        bias
+    }
 }
 
 /// TorchVision's `BasicBlock`: two 3×3 convolutions and an identity (or 1×1) shortcut.

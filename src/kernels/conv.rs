@@ -93,6 +93,13 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl PackedConv {
     /// Packs an `O×I×k×k` (PyTorch OIHW) weight and an `O` bias for square kernel `k`.
     ///
@@ -113,17 +120,15 @@ impl PackedConv {
             bail!("conv: weight/bias sizes do not match shape {shape:?}");
         }
         let k_dim = kernel * kernel * in_channels;
-        let mut weights = vec![0f32; k_dim * out_channels];
-        for (o, filter) in weight_oihw.chunks_exact(k_dim).enumerate() {
-            for c in 0..in_channels {
-                for ky in 0..kernel {
-                    for kx in 0..kernel {
-                        let row = (ky * kernel + kx) * in_channels + c;
-                        weights[row * out_channels + o] = filter[(c * kernel + ky) * kernel + kx];
-                    }
-                }
-            }
-        }
+        // GEMM row `(ky·k + kx)·C_in + c` of output channel `o` is OIHW element
+        // `o·K + (c·k + ky)·k + kx`.
+        let source_index = |row: usize, o: usize| {
+            let (tap, c) = (row / in_channels, row % in_channels);
+            o * k_dim + c * kernel * kernel + tap
+        };
+        let weights = PackedB::pack_with(k_dim, out_channels, Isa::detect(), |row, o| {
+            weight_oihw[source_index(row, o)]
+        });
         Ok(Self {
             in_channels,
             out_channels,
@@ -131,7 +136,7 @@ impl PackedConv {
             stride,
             padding,
             relu,
-            weights: Arc::new(PackedB::pack(&weights, k_dim, out_channels, Isa::detect())),
+            weights: Arc::new(weights),
             bias: bias.into(),
         })
     }
@@ -303,7 +308,6 @@ impl PackedConv {
         let col_tiles = o.div_ceil(col_tile);
         let shared = SharedOut(out.as_mut_ptr());
         (0..row_tiles * col_tiles).into_par_iter().for_each(|t| {
-            let shared = shared;
             let r0 = (t / col_tiles) * ROW_TILE;
             let r1 = (r0 + ROW_TILE).min(rows);
             let c0 = (t % col_tiles) * col_tile;
@@ -311,7 +315,7 @@ impl PackedConv {
             let row_slice = |r: usize| {
                 // SAFETY: r < rows and c1 ≤ o, so the range lies inside `out`; the
                 // (row r, columns c0..c1) cell range belongs to this task alone.
-                unsafe { std::slice::from_raw_parts_mut(shared.0.add(r * o + c0), c1 - c0) }
+                unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(r * o + c0), c1 - c0) }
             };
             for r in r0..r1 {
                 self.init_row(
@@ -321,7 +325,7 @@ impl PackedConv {
                 );
             }
             // SAFETY: as above, row r0 of `out` exists.
-            let base = unsafe { shared.0.add(r0 * o) };
+            let base = unsafe { shared.ptr().add(r0 * o) };
             self.gemm_tile(&a[r0 * lda..r1 * lda], lda, base, r1 - r0, c0, c1);
             if self.relu {
                 for r in r0..r1 {

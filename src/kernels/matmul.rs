@@ -106,6 +106,12 @@ impl PackedB {
     /// Packs a row-major `k × n` matrix for `isa`. One pass over the data, done at load.
     pub fn pack(b: &[f32], k: usize, n: usize, isa: Isa) -> Self {
         assert_eq!(b.len(), k * n, "PackedB::pack: matrix is not k×n");
+        Self::pack_with(k, n, isa, |row, col| b[row * n + col])
+    }
+
+    /// Packs the `k × n` matrix whose element `(row, col)` is `value(row, col)`, visiting
+    /// elements in storage order (so the source can be a differently laid-out tensor).
+    pub fn pack_with(k: usize, n: usize, isa: Isa, value: impl Fn(usize, usize) -> f32) -> Self {
         let nr = isa.nr();
         let floats = if nr == 0 {
             k * n
@@ -115,13 +121,19 @@ impl PackedB {
         let mut lines = vec![Line::default(); floats.div_ceil(16)];
         let data = Self::floats_mut(&mut lines);
         if nr == 0 {
-            data[..k * n].copy_from_slice(b);
+            for (row, dst_row) in data[..k * n].chunks_exact_mut(n.max(1)).enumerate() {
+                for (col, d) in dst_row.iter_mut().enumerate() {
+                    *d = value(row, col);
+                }
+            }
         } else {
             for (panel, dst) in data.chunks_exact_mut(k * nr).enumerate() {
                 let c0 = panel * nr;
                 let width = nr.min(n - c0);
                 for (row, dst_row) in dst.chunks_exact_mut(nr).enumerate() {
-                    dst_row[..width].copy_from_slice(&b[row * n + c0..row * n + c0 + width]);
+                    for (j, d) in dst_row[..width].iter_mut().enumerate() {
+                        *d = value(row, c0 + j);
+                    }
                 }
             }
         }
@@ -154,6 +166,7 @@ impl PackedB {
     /// `a` must address `rows` rows of `K` floats with row stride `lda`; `c` must address `rows`
     /// rows with row stride `ldc ≥ N`, columns `c0..c1` writable and not accessed concurrently;
     /// `c0` must be a multiple of [`Self::column_step`] (or 0) and `c1 ≤ N`.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm_acc(
         &self,
         a: *const f32,
