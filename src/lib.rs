@@ -5,9 +5,16 @@
 //! [`preprocess`] (bytes → tensor data) and [`resnet`] (tensor → logits) are joined by
 //! [`classifier::Classifier`], the only door into the model.
 
+pub mod api;
 pub mod classifier;
+pub mod config;
+pub mod fc;
 pub mod kernels;
 pub mod labels;
+pub mod oss;
 pub mod preprocess;
 pub mod resnet;
+pub mod server;
 pub mod synthetic;
+pub mod web;
+pub mod weights;

@@ -6,22 +6,38 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli_classify;
+mod cli_serve;
+mod cli_weights;
 
 /// Default location of the converted weights, relative to the working directory.
 const DEFAULT_MODEL: &str = "model/resnet18.safetensors";
 
 /// TorchVision ResNet-18 image classifier for Alibaba Cloud Function Compute.
 #[derive(Debug, Parser)]
-#[command(name = "resnet18-fc", version, about)]
+#[command(
+    name = "resnet18-fc",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no subcommand: `serve` with these arguments.
+    #[command(flatten)]
+    serve: cli_serve::ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the Function Compute custom-runtime HTTP server (the default).
+    Serve(cli_serve::ServeArgs),
     /// Classify image files and print the top classes of each.
     Classify(ClassifyArgs),
+    /// Convert a TorchVision ResNet-18 checkpoint (.pth) into safetensors.
+    Convert(cli_weights::ConvertArgs),
+    /// Download TorchVision's ResNet-18 weights, verify, convert and install them.
+    FetchModel(cli_weights::FetchArgs),
 }
 
 /// Arguments of `resnet18-fc classify`.
@@ -44,8 +60,12 @@ struct ClassifyArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Classify(args) => {
+        None => cli_serve::run(&cli.serve),
+        Some(Command::Serve(args)) => cli_serve::run(&args),
+        Some(Command::Classify(args)) => {
             cli_classify::run(&args.model, args.top_k, args.json, &args.images)
         }
+        Some(Command::Convert(args)) => cli_weights::convert(&args),
+        Some(Command::FetchModel(args)) => cli_weights::fetch(&args),
     }
 }

@@ -1,24 +1,45 @@
-//! Image bytes → normalised `3×224×224` tensor data, as TorchVision's classic ImageNet
-//! evaluation transform does on a PIL image:
-//! `Resize(256)` (shorter side, antialiased bilinear) → `CenterCrop(224)` → `ToTensor()` →
-//! `Normalize(mean, std)`.
+//! Image bytes → normalised `3×224×224` tensor data, exactly as TorchVision's classic
+//! ImageNet evaluation transform does on a PIL image:
+//! `Image.open(f).convert("RGB")` → `Resize(256)` (shorter side, PIL's antialiased bilinear)
+//! → `CenterCrop(224)` → `ToTensor()` → `Normalize(mean, std)`.
 //!
-//! The only deliberate difference from TorchVision: the EXIF orientation tag is applied after
-//! decoding (phone photos would otherwise be classified sideways).
+//! * **Decode** ([`decode`] submodule): JPEG, PNG, WebP, GIF (first frame), BMP, TIFF; the
+//!   pixel count is checked against [`Limits::max_pixels`] from the header before any pixel
+//!   buffer exists, and the decoder gets an `image::Limits::max_alloc` budget.
+//! * **To RGB** ([`pixels`] submodule): PIL's `convert("RGB")` rules per mode (gray, palette,
+//!   alpha dropped without compositing, CMYK, 16-bit clip / high byte), documented there
+//!   with their Pillow source. No converted copy of the image is made: rows are converted as
+//!   the resampler reads them.
+//! * **Resize + crop** ([`resample`] submodule): PIL's own two-pass fixed-point bilinear
+//!   convolution, evaluated only on the 224×224 window that survives the crop, which gives
+//!   the same bytes as resizing everything and cropping. The output size follows
+//!   torchvision's `_compute_resized_output_size` and the crop offset its `center_crop`.
 //!
-//! Only the 224×224 window that survives the centre crop is ever resized: the resize is run with
-//! a source crop box equal to the pre-image of the crop window, which gives the same pixels as
-//! resizing the whole image and cropping, and bounds the intermediate buffer to 224×224 whatever
-//! the aspect ratio.
+//! Parity: on lossless inputs the 224×224 crop equals Pillow 13's byte for byte (fixtures in
+//! `tests/fixtures/formats/`, made by `tools/preprocess/make_format_fixtures.py`); JPEG and
+//! lossy WebP differ only by the decoders (zune-jpeg vs libjpeg-turbo, image-webp vs libwebp).
+//!
+//! One deliberate difference from TorchVision: the EXIF orientation is applied
+//! (as `PIL.ImageOps.exif_transpose` would), since phone photos would otherwise be
+//! classified sideways. It costs nothing: the orientation is a change of coordinates in the
+//! row reader, not a rotated copy.
+//!
+//! Memory: the decoded image (one buffer, in its stored sample type) plus an intermediate
+//! of at most `(224·s + 2·⌈max(s, 1)⌉ + 1) × 224 × 3` bytes, where `s` is the vertical
+//! scale factor (≈ shorter side / 256): 3.56 MiB for 6324×6324, the largest square under
+//! the default 40 MP limit. This holds whatever the aspect ratio: a 40000×1 strip resizes
+//! a 224×224 window of its 10 240 000×256 virtual resize, never the whole.
 //!
 //! This module knows nothing about the model or HTTP.
 
-use std::io::Cursor;
+mod decode;
+mod pixels;
+mod resample;
+
 use std::time::{Duration, Instant};
 
-use fast_image_resize::images::Image;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use pixels::RgbView;
+use resample::Window;
 
 /// Side of the square network input.
 pub const INPUT_SIZE: usize = 224;
@@ -86,10 +107,10 @@ pub struct Preprocessed {
 /// Decodes `bytes` and applies the TorchVision evaluation transform.
 pub fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Preprocessed, PreprocessError> {
     let started = Instant::now();
-    let rgb = decode_rgb(bytes, limits)?;
+    let decoded = decode::decode(bytes, limits)?;
     let decode = started.elapsed();
     let started = Instant::now();
-    let crop = resize_and_crop(&rgb)?;
+    let crop = resize_and_crop(&decoded)?;
     let chw = normalize_hwc(&crop);
     Ok(Preprocessed {
         chw,
@@ -98,86 +119,66 @@ pub fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Preprocessed, Preproc
     })
 }
 
-/// Decodes to 8-bit RGB with the EXIF orientation applied, refusing oversized images before
-/// their pixels are allocated.
+/// Decodes `bytes` to the full 8-bit RGB image PIL's `convert("RGB")` would give, with the
+/// EXIF orientation applied. [`preprocess`] does not use it (it never materialises this
+/// copy); it is for tools and tests that need the whole converted image.
 pub fn decode_rgb(bytes: &[u8], limits: &Limits) -> Result<image::RgbImage, PreprocessError> {
-    if bytes.is_empty() {
-        return Err(PreprocessError::Empty);
+    let decoded = decode::decode(bytes, limits)?;
+    let view = rgb_view(&decoded)?;
+    let (width, height) = (view.width(), view.height());
+    let mut rgb = vec![0u8; width * height * 3];
+    for (y, row) in rgb.chunks_exact_mut(width * 3).enumerate() {
+        view.read_row(y, 0, row);
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PreprocessError::Corrupt(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(PreprocessError::UnsupportedFormat);
-    }
-    let mut decoder = reader.into_decoder().map_err(map_image_error)?;
-    let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > limits.max_pixels {
-        return Err(PreprocessError::TooManyPixels {
-            width,
-            height,
-            pixels,
-            limit: limits.max_pixels,
-        });
-    }
-    let orientation = decoder.orientation().map_err(map_image_error)?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
-    image.apply_orientation(orientation);
-    Ok(image.into_rgb8())
+    image::RgbImage::from_raw(width as u32, height as u32, rgb)
+        .ok_or_else(|| PreprocessError::Corrupt("decoded size mismatch".into()))
 }
 
-fn map_image_error(e: image::ImageError) -> PreprocessError {
-    match e {
-        image::ImageError::Unsupported(_) => PreprocessError::UnsupportedFormat,
-        other => PreprocessError::Corrupt(other.to_string()),
-    }
+fn rgb_view(decoded: &decode::Decoded) -> Result<RgbView<'_>, PreprocessError> {
+    RgbView::new(&decoded.image, decoded.orientation, decoded.gray16_png)
+        .map_err(|_| PreprocessError::UnsupportedFormat)
 }
 
 /// Size after `Resize(256)`: the shorter side becomes 256 and the longer side
-/// `int(256 · long / short)` (torchvision truncates).
-pub fn resized_size(width: u32, height: u32) -> (u32, u32) {
+/// `int(256 · long / short)` (torchvision's `_compute_resized_output_size` truncates).
+/// `u64` because a very elongated image's virtual resize can exceed `u32`.
+pub fn resized_size(width: u32, height: u32) -> (u64, u64) {
     let (short, long) = if width <= height {
         (width, height)
     } else {
         (height, width)
     };
-    let new_long = (f64::from(RESIZE_SHORTER) * f64::from(long) / f64::from(short)) as u32;
+    // Python evaluates `256 * long / short` in f64; 256·long is exact there.
+    let new_long = (f64::from(RESIZE_SHORTER) * f64::from(long) / f64::from(short)) as u64;
+    let short_side = u64::from(RESIZE_SHORTER);
     if width <= height {
-        (RESIZE_SHORTER, new_long)
+        (short_side, new_long)
     } else {
-        (new_long, RESIZE_SHORTER)
+        (new_long, short_side)
     }
 }
 
-/// Top-left corner of `CenterCrop(224)` in an image of the given size:
+/// Top-left corner of `CenterCrop(224)` along an axis of the given resized length:
 /// `int(round((size − 224) / 2))` with Python's round-half-to-even.
-pub fn crop_offset(resized: u32) -> u32 {
-    ((f64::from(resized) - INPUT_SIZE as f64) / 2.0).round_ties_even() as u32
+pub fn crop_offset(resized: u64) -> u64 {
+    ((resized as f64 - INPUT_SIZE as f64) / 2.0).round_ties_even() as u64
 }
 
-/// Resizes (antialiased bilinear, as PIL) and centre-crops to a 224×224 RGB buffer (HWC).
-fn resize_and_crop(rgb: &image::RgbImage) -> Result<Vec<u8>, PreprocessError> {
-    let (width, height) = rgb.dimensions();
-    let (rw, rh) = resized_size(width, height);
-    let scale_x = f64::from(width) / f64::from(rw);
-    let scale_y = f64::from(height) / f64::from(rh);
-    let side = INPUT_SIZE as f64;
-    let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-        .crop(
-            f64::from(crop_offset(rw)) * scale_x,
-            f64::from(crop_offset(rh)) * scale_y,
-            side * scale_x,
-            side * scale_y,
-        );
-    let src = Image::from_vec_u8(width, height, rgb.as_raw().clone(), PixelType::U8x3)
-        .map_err(|e| PreprocessError::Corrupt(e.to_string()))?;
-    let mut dst = Image::new(INPUT_SIZE as u32, INPUT_SIZE as u32, PixelType::U8x3);
-    Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .map_err(|e| PreprocessError::Corrupt(e.to_string()))?;
-    Ok(dst.into_vec())
+/// Resizes (PIL's antialiased bilinear) and centre-crops to a 224×224 RGB buffer (HWC).
+fn resize_and_crop(decoded: &decode::Decoded) -> Result<Vec<u8>, PreprocessError> {
+    let view = rgb_view(decoded)?;
+    // The view's sides come from a `u32 × u32` image.
+    let (width, height) = (view.width() as u32, view.height() as u32);
+    let (out_width, out_height) = resized_size(width, height);
+    let window = Window {
+        out_width,
+        out_height,
+        x0: crop_offset(out_width),
+        y0: crop_offset(out_height),
+        width: INPUT_SIZE,
+        height: INPUT_SIZE,
+    };
+    Ok(resample::resize_window(&view, window))
 }
 
 /// `ToTensor()` + `Normalize()` on a 224×224 HWC RGB buffer, producing CHW f32 with the same

@@ -205,7 +205,7 @@ fn unreadable_file_says_what_to_do() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("garbage.safetensors");
     std::fs::write(&path, b"garbage").expect("write");
-    let err = Classifier::load(&path).err().expect("must fail");
+    let err = Classifier::load(&path).expect_err("must fail");
     assert!(matches!(
         err,
         ClassifyError::Model(ModelError::Unreadable { .. })

@@ -1,0 +1,18 @@
+//! Alibaba Cloud Function Compute 3.0 custom-runtime adapter (platform.md §1, §5.4).
+//!
+//! Everything FC-specific lives here and nowhere else: the accept loop with FC's keep-alive
+//! needs ([`listener`]), control-path dispatch, log markers and `x-fc-status` ([`dispatch`]),
+//! the per-invocation [`FcContext`] ([`context`]) and the stop/drain lifecycle ([`lifecycle`]).
+//! The services it dispatches to are plain axum routers that know nothing about FC beyond
+//! reading the [`FcContext`] from their request extensions. This module knows nothing about
+//! the model.
+
+pub mod context;
+pub mod dispatch;
+pub mod lifecycle;
+pub mod listener;
+
+pub use context::{CredentialSource, Credentials, FcContext, RequestExt, Secret};
+pub use dispatch::{FcRoutes, Target, X_FC_STATUS, adapter};
+pub use lifecycle::{Lifecycle, stop_on_signals};
+pub use listener::serve;

@@ -1,0 +1,516 @@
+//! OSS upload events: for each new object, fetch it, classify it, write `<prefix><key>.json`.
+//!
+//! Event format: platform.md §2.1/§2.2 (`{"events":[{eventName, oss:{bucket, object}, …}]}`,
+//! `eventName` without the `oss:` prefix). Parsing is lenient: numeric fields may be absent or
+//! `null`, `ownerIdentity` may be a string or an object.
+//!
+//! Delivery is at-least-once, so processing is idempotent: the result object's key depends only
+//! on the source key, and a re-delivery overwrites it. Failures are split in two:
+//! - permanent (not an image, object gone, object too large): an error result object is written
+//!   and the record counts as done, so FC does not retry it forever;
+//! - transient (OSS 5xx, timeouts, cut-off transfers, denied writes): nothing is written and the
+//!   report says the invocation failed, so the caller answers `x-fc-status: 404` and FC retries.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::url::percent_decode;
+use super::{Access, Location, ObjectRef, OssError, OssService};
+
+/// Content type of result objects.
+pub const RESULT_CONTENT_TYPE: &str = "application/json";
+
+/// Why the body is not an OSS event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Valid JSON, but without an `events` array: probably a direct classify request.
+    #[error("the body is not an OSS event (no \"events\" array)")]
+    NotAnEvent,
+    /// Not JSON, or an `events` array of the wrong shape.
+    #[error("malformed OSS event: {0}")]
+    Malformed(String),
+}
+
+/// The `/invoke` body of an OSS trigger.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OssEvent {
+    /// One record per object operation.
+    pub events: Vec<EventRecord>,
+}
+
+/// One object operation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    /// `ObjectCreated:PutObject`, `ObjectRemoved:DeleteObject`, …
+    #[serde(default)]
+    pub event_name: String,
+    /// `acs:oss`.
+    #[serde(default)]
+    pub event_source: String,
+    /// ISO-8601 time of the operation.
+    #[serde(default)]
+    pub event_time: String,
+    /// Region of the bucket, e.g. `cn-hangzhou`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Bucket and object.
+    #[serde(default)]
+    pub oss: Option<OssSection>,
+}
+
+/// The `oss` part of a record.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OssSection {
+    /// The bucket.
+    pub bucket: BucketInfo,
+    /// The object.
+    pub object: ObjectInfo,
+}
+
+/// `oss.bucket`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BucketInfo {
+    /// Bucket name.
+    pub name: String,
+}
+
+/// `oss.object`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ObjectInfo {
+    /// Object key, as OSS sends it (not URL-encoded per the OSS docs).
+    pub key: String,
+    /// Size in bytes.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub size: Option<u64>,
+    /// ETag (uppercase hex MD5 for simple uploads).
+    #[serde(default, rename = "eTag")]
+    pub e_tag: Option<String>,
+}
+
+/// A number, a numeric string, or null/absent.
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+impl OssEvent {
+    /// Parses an `/invoke` body (any content type; FC sends `application/octet-stream`).
+    pub fn parse(body: &[u8]) -> Result<Self, EventError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if !value.get("events").is_some_and(serde_json::Value::is_array) {
+            return Err(EventError::NotAnEvent);
+        }
+        serde_json::from_value(value).map_err(|e| EventError::Malformed(e.to_string()))
+    }
+}
+
+/// A classification that failed, as reported by the classifier callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassifyFailure {
+    /// The object is not a usable image: permanent, recorded in an error result object.
+    Rejected {
+        /// Machine-readable code, e.g. `invalid_image`.
+        code: String,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The classifier could not run (not ready, internal error): retry the invocation.
+    Unavailable(String),
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordStatus {
+    /// Classified; the result object was written.
+    Classified,
+    /// Permanently unusable; an error result object was written.
+    Rejected,
+    /// Not processed on purpose (not a creation, or under the result prefix).
+    Skipped,
+    /// The record itself is unusable (no key, bad bucket name); nothing was written.
+    Invalid,
+    /// A transient failure; nothing was written and the invocation should be retried.
+    Failed,
+}
+
+/// Outcome of one record, listed in the `/invoke` response.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordReport {
+    /// Source bucket (as in the event).
+    pub bucket: String,
+    /// Source key (as in the event).
+    pub key: String,
+    /// What happened.
+    pub status: RecordStatus,
+    /// `bucket/key` of the result object written, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Machine-readable reason it was skipped, rejected or failed (e.g. `oss_timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Why it was skipped, rejected or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Outcome of a whole event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventReport {
+    /// One entry per record, in event order.
+    pub records: Vec<RecordReport>,
+}
+
+impl EventReport {
+    /// False when a record failed transiently: answer `x-fc-status: 404` so FC retries.
+    pub fn succeeded(&self) -> bool {
+        self.records
+            .iter()
+            .all(|r| r.status != RecordStatus::Failed)
+    }
+}
+
+/// Source facts copied into a result object.
+#[derive(Debug, Serialize)]
+struct SourceInfo<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    #[serde(rename = "eTag")]
+    e_tag: Option<&'a str>,
+    size: u64,
+    #[serde(rename = "eventName")]
+    event_name: &'a str,
+    #[serde(rename = "eventTime")]
+    event_time: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorInfo<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The JSON written to `<prefix><key>.json`. Classification fields (`model`, `predictions`,
+/// `timing_ms`, …) come flattened from the callback's output.
+#[derive(Debug, Serialize)]
+struct ResultObject<'a, T: Serialize> {
+    status: &'static str,
+    source: SourceInfo<'a>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    classification: Option<&'a T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorInfo<'a>>,
+    fetch_ms: f64,
+    processing_ms: f64,
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// Processes an OSS event body: every `ObjectCreated:*` record is fetched, passed to `classify`
+/// and its result written back. Records are handled one after another, each independently.
+pub async fn process_event<F, Fut, T>(
+    body: &[u8],
+    access: &Access,
+    oss: &OssService,
+    classify: F,
+) -> Result<EventReport, EventError>
+where
+    F: Fn(Bytes) -> Fut,
+    Fut: Future<Output = Result<T, ClassifyFailure>>,
+    T: Serialize,
+{
+    let event = OssEvent::parse(body)?;
+    let mut records = Vec::with_capacity(event.events.len());
+    for record in &event.events {
+        let report = process_record(record, access, oss, &classify).await;
+        tracing::info!(
+            bucket = %report.bucket, key = %report.key, status = ?report.status,
+            reason = report.reason.as_deref().unwrap_or(""), "OSS event record"
+        );
+        records.push(report);
+    }
+    Ok(EventReport { records })
+}
+
+/// A record that passed the checks and is ready for processing.
+struct Job<'r> {
+    record: &'r EventRecord,
+    source: Location,
+    result_bucket: String,
+}
+
+impl Job<'_> {
+    /// `<prefix><key>.json` in the result bucket, at the source's endpoint and region.
+    fn result_for(&self, key: &str, prefix: &str) -> Result<Location, OssError> {
+        let object = ObjectRef::new(&self.result_bucket, &format!("{prefix}{key}.json"))?;
+        Ok(Location {
+            object,
+            ..self.source.clone()
+        })
+    }
+}
+
+async fn process_record<F, Fut, T>(
+    record: &EventRecord,
+    access: &Access,
+    oss: &OssService,
+    classify: &F,
+) -> RecordReport
+where
+    F: Fn(Bytes) -> Fut,
+    Fut: Future<Output = Result<T, ClassifyFailure>>,
+    T: Serialize,
+{
+    let (bucket, key) = record
+        .oss
+        .as_ref()
+        .map(|o| (o.bucket.name.clone(), o.object.key.clone()))
+        .unwrap_or_default();
+    let report = RecordReport {
+        bucket,
+        key,
+        status: RecordStatus::Skipped,
+        result: None,
+        code: None,
+        reason: None,
+    };
+    let job = match plan(record, access, oss) {
+        Ok(Some(job)) => job,
+        Ok(None) => return report.with(RecordStatus::Skipped, None, Some(skip_reason(record))),
+        Err(e) => {
+            let why = (e.code().to_string(), e.to_string());
+            return report.with(RecordStatus::Invalid, None, Some(why));
+        }
+    };
+    match run(&job, access, oss, classify).await {
+        Ok(done) => report.with(done.status, Some(done.result), done.rejection),
+        Err(why) => report.with(RecordStatus::Failed, None, Some(why)),
+    }
+}
+
+impl RecordReport {
+    fn with(
+        mut self,
+        status: RecordStatus,
+        result: Option<String>,
+        why: Option<(String, String)>,
+    ) -> Self {
+        self.status = status;
+        self.result = result;
+        (self.code, self.reason) = why.unzip();
+        self
+    }
+}
+
+fn skip_reason(record: &EventRecord) -> (String, String) {
+    if is_creation(record) {
+        let why = "the key is under the result prefix (trigger-loop guard)";
+        ("under_result_prefix".into(), why.into())
+    } else {
+        let why = format!("{:?} is not an ObjectCreated event", record.event_name);
+        ("not_object_created".into(), why)
+    }
+}
+
+fn is_creation(record: &EventRecord) -> bool {
+    record.event_name.starts_with("ObjectCreated:")
+}
+
+/// Checks a record and computes source and result locations; `Ok(None)` means skip it.
+fn plan<'r>(
+    record: &'r EventRecord,
+    access: &Access,
+    oss: &OssService,
+) -> Result<Option<Job<'r>>, OssError> {
+    let section = record
+        .oss
+        .as_ref()
+        .ok_or_else(|| OssError::RefusedUrl("the record has no \"oss\" section".into()))?;
+    let prefix = &oss.config().result_prefix;
+    if !is_creation(record)
+        || (!prefix.is_empty() && section.object.key.starts_with(prefix.as_str()))
+    {
+        return Ok(None);
+    }
+    let region = record.region.as_deref().filter(|r| !r.is_empty());
+    let source = ObjectRef::new(&section.bucket.name, &section.object.key)?;
+    let result_bucket = oss
+        .config()
+        .result_bucket
+        .clone()
+        .unwrap_or_else(|| section.bucket.name.clone());
+    let job = Job {
+        record,
+        source: oss.locate(source, region, access)?,
+        result_bucket,
+    };
+    // Refuse now (not after the download) if the result key would be invalid.
+    job.result_for(&section.object.key, prefix)?;
+    Ok(Some(job))
+}
+
+/// A record processed to the end: a result object was written.
+struct Done {
+    status: RecordStatus,
+    /// `bucket/key` of the result object.
+    result: String,
+    /// Code and message of the error result, when rejected.
+    rejection: Option<(String, String)>,
+}
+
+/// Fetch, classify, write; `Err` is the code and message of a transient failure.
+async fn run<F, Fut, T>(
+    job: &Job<'_>,
+    access: &Access,
+    oss: &OssService,
+    classify: &F,
+) -> Result<Done, (String, String)>
+where
+    F: Fn(Bytes) -> Fut,
+    Fut: Future<Output = Result<T, ClassifyFailure>>,
+    T: Serialize,
+{
+    let started = Instant::now();
+    let fetched = fetch_source(&job.source, access, oss).await;
+    let fetch_time = started.elapsed();
+    let (found, size, outcome) = match fetched {
+        Ok((bytes, found)) => (found, bytes.len() as u64, classify(bytes).await),
+        Err(e) if e.is_transient() => return Err((e.code().into(), e.to_string())),
+        Err(e) => (
+            job.source.clone(),
+            0,
+            Err(ClassifyFailure::Rejected {
+                code: e.code().into(),
+                message: e.to_string(),
+            }),
+        ),
+    };
+    let section = job.record.oss.as_ref();
+    let source = SourceInfo {
+        bucket: found.object.bucket(),
+        key: found.object.key(),
+        e_tag: section.and_then(|s| s.object.e_tag.as_deref()),
+        size: section.and_then(|s| s.object.size).unwrap_or(size),
+        event_name: &job.record.event_name,
+        event_time: &job.record.event_time,
+    };
+    let (status, classification, error) = match &outcome {
+        Ok(c) => (RecordStatus::Classified, Some(c), None),
+        Err(ClassifyFailure::Rejected { code, message }) => (
+            RecordStatus::Rejected,
+            None,
+            Some(ErrorInfo { code, message }),
+        ),
+        Err(ClassifyFailure::Unavailable(why)) => {
+            let why = format!("classifier unavailable: {why}");
+            return Err(("classifier_unavailable".into(), why));
+        }
+    };
+    let rejection = error
+        .as_ref()
+        .map(|e| (e.code.to_string(), e.message.to_string()));
+    let object = ResultObject {
+        status: if error.is_some() { "error" } else { "ok" },
+        source,
+        classification,
+        error,
+        fetch_ms: millis(fetch_time),
+        processing_ms: millis(started.elapsed()),
+    };
+    let body = serde_json::to_vec_pretty(&object).map_err(|e| {
+        (
+            "internal".to_string(),
+            format!("cannot encode the result: {e}"),
+        )
+    })?;
+    let result = job
+        .result_for(found.object.key(), &oss.config().result_prefix)
+        .map_err(|e| (e.code().to_string(), e.to_string()))?;
+    oss.put_object(&result, Bytes::from(body), RESULT_CONTENT_TYPE, access)
+        .await
+        .map_err(|e| {
+            (
+                e.code().to_string(),
+                format!("cannot write the result: {e}"),
+            )
+        })?;
+    Ok(Done {
+        status,
+        result: result.object.to_string(),
+        rejection,
+    })
+}
+
+/// GetObject with the raw key; on 404, if the key has `%` escapes, once more with it decoded
+/// (platform.md §2.3: OSS documents raw keys, but be defensive).
+async fn fetch_source(
+    source: &Location,
+    access: &Access,
+    oss: &OssService,
+) -> Result<(Bytes, Location), OssError> {
+    match oss.get_object(source, access).await {
+        Err(e @ OssError::NotFound { .. }) => {
+            let key = source.object.key();
+            let decoded = key
+                .contains('%')
+                .then(|| percent_decode(key))
+                .flatten()
+                .filter(|d| d != key)
+                .and_then(|d| ObjectRef::new(source.object.bucket(), &d).ok());
+            match decoded {
+                Some(object) => {
+                    let retry = Location {
+                        object,
+                        ..source.clone()
+                    };
+                    let bytes = oss.get_object(&retry, access).await?;
+                    Ok((bytes, retry))
+                }
+                None => Err(e),
+            }
+        }
+        other => other.map(|bytes| (bytes, source.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_fields_parse() {
+        let body = br#"{"events":[{"eventName":"ObjectCreated:PutObject","oss":{
+            "bucket":{"name":"b","ownerIdentity":{"principalId":"1"}},
+            "object":{"key":"a.jpg","size":"12","deltaSize":null}}}]}"#;
+        let event = OssEvent::parse(body).unwrap();
+        let object = &event.events[0].oss.as_ref().unwrap().object;
+        assert_eq!(object.size, Some(12));
+        assert_eq!(object.e_tag, None);
+    }
+
+    #[test]
+    fn non_events_are_told_apart_from_malformed_events() {
+        assert_eq!(
+            OssEvent::parse(br#"{"url":"oss://b/k"}"#),
+            Err(EventError::NotAnEvent)
+        );
+        assert!(matches!(
+            OssEvent::parse(b"not json"),
+            Err(EventError::Malformed(_))
+        ));
+        assert!(matches!(
+            OssEvent::parse(br#"{"events":[{"oss":{"bucket":{}}}]}"#),
+            Err(EventError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,288 @@
+//! Event invocations (`/invoke`) and the plug-in seams, over loopback against an in-process
+//! server: a classify JSON sent as octet-stream answers like `/classify`; failures carry
+//! `x-fc-status: 404`; `{"events": [...]}` reaches an `EventHandler`; `{"url": ...}` reaches
+//! an `ImageFetcher`; control-path dispatch keeps HTTP-trigger clients away from the hooks.
+
+mod server_support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::StatusCode as HttpStatus;
+use reqwest::StatusCode;
+use resnet18_fc::api::ApiError;
+use resnet18_fc::fc::FcContext;
+use resnet18_fc::preprocess::Limits;
+use resnet18_fc::server::{BoxFuture, ClassifyHandle, EventHandler, ImageFetcher};
+use serde_json::{Value, json};
+use server_support::*;
+
+/// Counts OSS-like event records and classifies an image named in each record's `key`.
+struct CountingEvents;
+
+impl EventHandler for CountingEvents {
+    fn handle<'a>(
+        &'a self,
+        event: Bytes,
+        context: &'a FcContext,
+        classify: &'a ClassifyHandle,
+    ) -> BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let parsed: Value = serde_json::from_slice(&event)
+                .map_err(|e| ApiError::bad_request("bad_event", e.to_string()))?;
+            let records = parsed["events"].as_array().cloned().unwrap_or_default();
+            let mut tops = Vec::new();
+            for _ in &records {
+                let result = classify.classify(Bytes::from(png(24, 24)), 1).await?;
+                tops.push(result.predictions[0].index);
+            }
+            Ok(json!({"records": records.len(), "top": tops, "request_id": context.request_id}))
+        })
+    }
+}
+
+/// Serves `test://ok` with a PNG and fails everything else with 404 `object_not_found`.
+struct FakeFetcher;
+
+impl ImageFetcher for FakeFetcher {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a str,
+        _context: &'a FcContext,
+    ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
+        Box::pin(async move {
+            match url {
+                "test://ok" => Ok(Bytes::from(png(50, 40))),
+                _ => Err(ApiError::new(
+                    HttpStatus::NOT_FOUND,
+                    "object_not_found",
+                    format!("{url} does not exist"),
+                )),
+            }
+        })
+    }
+}
+
+/// Plain server (no plug-ins).
+fn plain() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| start_in_process(server_with_model(options(), Limits::default())))
+}
+
+/// Server with both plug-ins.
+fn plugged() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let server = server_with_model(options(), Limits::default())
+            .with_event_handler(Arc::new(CountingEvents))
+            .with_fetcher(Arc::new(FakeFetcher));
+        start_in_process(server)
+    })
+}
+
+struct Answer {
+    status: StatusCode,
+    fc_status: Option<String>,
+    body: Value,
+}
+
+async fn send(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: Vec<u8>,
+) -> Answer {
+    let mut request = client()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status();
+    let fc_status = response
+        .headers()
+        .get("x-fc-status")
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    let bytes = response.bytes().await.expect("body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    Answer {
+        status,
+        fc_status,
+        body,
+    }
+}
+
+const INVOKE: [(&str, &str); 2] = [
+    ("x-fc-control-path", "/invoke"),
+    ("x-fc-request-id", "1-invoke-test"),
+];
+
+#[tokio::test]
+async fn invoke_with_octet_stream_classify_json_answers_like_classify() {
+    let image = jpeg(70, 50);
+    let event = json!({"image": STANDARD.encode(&image), "top_k": 4}).to_string();
+    let invoked = send(
+        plain(),
+        "/invoke",
+        &INVOKE,
+        "application/octet-stream",
+        event.into_bytes(),
+    )
+    .await;
+    let classified = send(plain(), "/classify?top_k=4", &[], "image/jpeg", image).await;
+    assert_eq!(invoked.status, StatusCode::OK, "{}", invoked.body);
+    assert_eq!(invoked.fc_status.as_deref(), Some("200"));
+    assert_eq!(classified.status, StatusCode::OK);
+    assert_eq!(invoked.body["model"], "resnet18");
+    assert_eq!(invoked.body["request_id"], "1-invoke-test");
+    assert_eq!(invoked.body["predictions"], classified.body["predictions"]);
+    assert_eq!(invoked.body["predictions"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn local_post_invoke_without_header_is_an_event_too() {
+    let event = json!({"image": STANDARD.encode(png(30, 30))}).to_string();
+    let answer = send(
+        plain(),
+        "/invoke",
+        &[],
+        "application/octet-stream",
+        event.into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.fc_status.as_deref(), Some("200"));
+    assert_eq!(answer.body["predictions"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn failing_invocations_are_404_with_x_fc_status_404_and_the_real_code() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json".to_vec(), "invalid_json"),
+        (br#"{"image": "%%%"}"#.to_vec(), "invalid_base64"),
+        (br#"{"something": 1}"#.to_vec(), "missing_image"),
+        (
+            br#"{"events": [{"eventName": "ObjectCreated:PutObject"}]}"#.to_vec(),
+            "unsupported_event",
+        ),
+        (
+            json!({"image": STANDARD.encode(b"no image")})
+                .to_string()
+                .into_bytes(),
+            "unsupported_image_type",
+        ),
+        (Vec::new(), "empty_body"),
+    ];
+    for (body, code) in cases {
+        let answer = send(plain(), "/", &INVOKE, "application/octet-stream", body).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+        assert_eq!(answer.fc_status.as_deref(), Some("404"));
+        assert_eq!(answer.body["error"]["code"], code, "{}", answer.body);
+        assert_eq!(answer.body["request_id"], "1-invoke-test");
+    }
+}
+
+#[tokio::test]
+async fn events_reach_the_plugged_event_handler() {
+    let event = json!({"events": [{"eventName": "ObjectCreated:PutObject"}, {"eventName": "ObjectCreated:PutObject"}]});
+    let answer = send(
+        plugged(),
+        "/invoke",
+        &INVOKE,
+        "application/octet-stream",
+        event.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.fc_status.as_deref(), Some("200"));
+    assert_eq!(answer.body["records"], 2);
+    assert_eq!(answer.body["top"].as_array().unwrap().len(), 2);
+    assert_eq!(answer.body["request_id"], "1-invoke-test");
+}
+
+#[tokio::test]
+async fn urls_reach_the_plugged_fetcher_and_its_errors_pass_through() {
+    let ok = send(
+        plugged(),
+        "/classify",
+        &[],
+        "application/json",
+        br#"{"url": "test://ok", "top_k": 2}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.body["predictions"].as_array().unwrap().len(), 2);
+    assert!(ok.body["timing_ms"]["fetch"].as_f64().is_some());
+    let direct = send(
+        plugged(),
+        "/classify?top_k=2",
+        &[],
+        "image/png",
+        png(50, 40),
+    )
+    .await;
+    assert_eq!(ok.body["predictions"], direct.body["predictions"]);
+
+    let missing = send(
+        plugged(),
+        "/classify",
+        &[],
+        "application/json",
+        br#"{"url": "test://missing"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body["error"]["code"], "object_not_found");
+}
+
+#[tokio::test]
+async fn http_trigger_requests_cannot_reach_lifecycle_hooks() {
+    let http = [("x-fc-control-path", "/http-invoke")];
+    let answer = send(
+        plain(),
+        "/initialize",
+        &http,
+        "application/json",
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.body["error"]["code"], "not_found");
+    let answer = send(
+        plain(),
+        "/invoke",
+        &http,
+        "application/json",
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.fc_status, None);
+}
+
+#[tokio::test]
+async fn initialize_control_path_loads_and_reports_ready() {
+    let headers = [
+        ("x-fc-control-path", "/initialize"),
+        ("x-fc-request-id", "1-init"),
+    ];
+    let answer = send(
+        plain(),
+        "/",
+        &headers,
+        "application/octet-stream",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["status"], "ready");
+    assert_eq!(answer.body["request_id"], "1-init");
+    assert_eq!(answer.body["model"]["name"], "resnet18");
+}
