@@ -66,11 +66,23 @@ fn prepare(dir: &Path, max_body: usize) -> anyhow::Result<()> {
         ("200-photo.jpg", photo),
         ("200-small.jpg", small.clone()),
         ("200-square.png", png.clone()),
-        ("200-base64.json", format!(r#"{{"image": "{b64}", "top_k": 3}}"#).into_bytes()),
+        (
+            "200-base64.json",
+            format!(r#"{{"image": "{b64}", "top_k": 3}}"#).into_bytes(),
+        ),
         ("200-multipart.form", multipart(&small)),
-        ("415-not-an-image.bin", b"this is not an image at all\n".repeat(40)),
-        ("400-malformed.json", br#"{"image": "abc", "top_k": "#.to_vec()),
-        ("400-bad-base64.json", br#"{"image": "@@@ not base64 @@@"}"#.to_vec()),
+        (
+            "415-not-an-image.bin",
+            b"this is not an image at all\n".repeat(40),
+        ),
+        (
+            "400-malformed.json",
+            br#"{"image": "abc", "top_k": "#.to_vec(),
+        ),
+        (
+            "400-bad-base64.json",
+            br#"{"image": "@@@ not base64 @@@"}"#.to_vec(),
+        ),
         ("400-truncated.png", png[..png.len() / 3].to_vec()),
         ("413-oversized.bin", vec![0x5a; max_body + max_body / 2]),
     ];

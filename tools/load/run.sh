@@ -28,7 +28,11 @@ MAX_BODY=${MAX_BODY:-262144}
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "load: wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 
-cargo build --release --quiet --bin resnet18-fc --example load-prepare
+# The server under test is the release build. The preparation tool is an example (it shares the
+# crate's synthetic weights) and is built in the dev profile: examples pull in the
+# dev-dependencies, which the test suite has compiled there already.
+cargo build --release --quiet --bin resnet18-fc
+cargo build --quiet --example load-prepare
 
 WORK=$(mktemp -d)
 PID=""
@@ -41,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-target/release/examples/load-prepare "$WORK" "$MAX_BODY"
+target/debug/examples/load-prepare "$WORK" "$MAX_BODY"
 target/release/resnet18-fc serve --host 127.0.0.1 --port 0 --offline \
     --model "$WORK/model.safetensors" --max-body-bytes "$MAX_BODY" >"$WORK/server.log" 2>&1 &
 PID=$!
