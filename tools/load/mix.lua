@@ -7,7 +7,9 @@
 -- The payload dir holds the bodies written by `load-prepare` (tools/load/prepare.rs); each
 -- file name starts with the status it must get ("200-photo.jpg", "413-oversized.bin", ...).
 -- Each thread stops after its share of <total requests> responses, so exactly that many are
--- answered. done() prints one machine-readable line:
+-- answered, and drops a marker file "<payload dir>/.stopped-<thread>": wrk's main thread
+-- sleeps for the whole -d duration regardless, so run.sh sends SIGINT once every thread has
+-- stopped, which makes wrk join the threads and call done(). done() prints one line:
 --   LOAD responses=... s200=... s400=... s413=... s415=... s503=... s5xx=... unexpected=...
 --        p50_ms=... p99_ms=... max_ms=... err_connect=... err_read=... err_write=... err_timeout=...
 
@@ -32,6 +34,8 @@ local content_types = {
 }
 
 local requests = {}
+local dir = nil
+local stopped = false
 local quota = 0
 local answered = 0
 local index = 0
@@ -46,7 +50,8 @@ local function read(path)
 end
 
 function init(args)
-  local dir, total, nthreads = args[1], tonumber(args[2]), tonumber(args[3])
+  local total, nthreads
+  dir, total, nthreads = args[1], tonumber(args[2]), tonumber(args[3])
   quota = math.floor(total / nthreads)
   if id <= total % nthreads then
     quota = quota + 1
@@ -67,12 +72,20 @@ end
 local expected = { [200] = true, [400] = true, [413] = true, [415] = true }
 
 function response(status, headers, body)
+  if stopped then
+    return -- answered after this thread's share, while its event loop winds down
+  end
   counts[status] = (counts[status] or 0) + 1
   if not expected[status] then
     unexpected = unexpected + 1
   end
   answered = answered + 1
-  if answered >= quota then
+  if answered >= quota and not stopped then
+    stopped = true
+    local marker = io.open(dir .. "/.stopped-" .. id, "w")
+    if marker then
+      marker:close()
+    end
     wrk.thread:stop()
   end
 end
