@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet18_fc::classifier::{Classifier, ClassifyError, Prediction};
+use resnet18_fc::preprocess::Limits;
 use serde_json::json;
 
 /// Number of files from which a progress bar is shown on stderr.
@@ -13,8 +14,8 @@ const PROGRESS_THRESHOLD: usize = 8;
 
 /// Classifies every file; a bad file is reported and skipped. Exit status is non-zero when the
 /// model cannot be loaded or any file failed.
-pub fn run(model: &Path, k: usize, json: bool, images: &[PathBuf]) -> ExitCode {
-    let classifier = match Classifier::load(model) {
+pub fn run(model: &Path, limits: Limits, k: usize, json: bool, images: &[PathBuf]) -> ExitCode {
+    let classifier = match Classifier::load_with_limits(model, limits) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

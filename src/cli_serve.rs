@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Largest image (width × height), checked from the header before decoding.
     #[arg(long, env = "RESNET18_FC_MAX_PIXELS", default_value_t = Limits::default().max_pixels)]
     max_pixels: u64,
+    /// Decode JPEGs at full size even when large (bit-exact with TorchVision, slower); by
+    /// default a JPEG whose shorter side is ≥ 1024 is decoded at 1/2, 1/4 or 1/8 scale.
+    #[arg(long, env = "RESNET18_FC_EXACT_JPEG")]
+    exact_jpeg: bool,
     /// Inference threads [default: the vCPUs this instance may use, cgroup quota included].
     #[arg(long, env = "RESNET18_FC_WORKERS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=256))]
     workers: Option<usize>,
@@ -83,6 +87,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         path: model,
         limits: Limits {
             max_pixels: args.max_pixels,
+            exact_jpeg: args.exact_jpeg,
         },
         fetch: FetchOptions {
             progress: false,
@@ -103,6 +108,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         queue = args.queue,
         max_body_bytes = args.max_body_bytes,
         max_pixels = args.max_pixels,
+        exact_jpeg = args.exact_jpeg,
         model = %loader.describe(),
         "starting"
     );

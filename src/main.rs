@@ -52,6 +52,9 @@ struct ClassifyArgs {
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Decode JPEGs at full size even when large (bit-exact with TorchVision, slower).
+    #[arg(long, env = "RESNET18_FC_EXACT_JPEG")]
+    exact_jpeg: bool,
     /// Image files to classify.
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -63,7 +66,11 @@ fn main() -> ExitCode {
         None => cli_serve::run(&cli.serve),
         Some(Command::Serve(args)) => cli_serve::run(&args),
         Some(Command::Classify(args)) => {
-            cli_classify::run(&args.model, args.top_k, args.json, &args.images)
+            let limits = resnet18_fc::preprocess::Limits {
+                exact_jpeg: args.exact_jpeg,
+                ..Default::default()
+            };
+            cli_classify::run(&args.model, limits, args.top_k, args.json, &args.images)
         }
         Some(Command::Convert(args)) => cli_weights::convert(&args),
         Some(Command::FetchModel(args)) => cli_weights::fetch(&args),

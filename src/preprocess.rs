@@ -19,6 +19,13 @@
 //! `tests/fixtures/formats/`, made by `tools/preprocess/make_format_fixtures.py`); JPEG and
 //! lossy WebP differ only by the decoders (zune-jpeg vs libjpeg-turbo, image-webp vs libwebp).
 //!
+//! Big JPEGs: unless [`Limits::exact_jpeg`], a JPEG whose shorter side is ≥ 1024 is decoded
+//! at 1/2, 1/4 or 1/8 scale by a reduced inverse DCT ([`jpeg_scaled`] submodule, rule in
+//! [`jpeg_scale_denominator`]) and resized from there, mapped onto the same geometry as the
+//! full-size resize. That trades exactness (a few levels, README "Big JPEGs") for a 12 MP
+//! photo costing about what a 1 MP one does. Smaller JPEGs, and every other format, take
+//! the exact path.
+//!
 //! One deliberate difference from TorchVision: the EXIF orientation is applied
 //! (as `PIL.ImageOps.exif_transpose` would), since phone photos would otherwise be
 //! classified sideways. It costs nothing: the orientation is a change of coordinates in the
@@ -33,6 +40,7 @@
 //! This module knows nothing about the model or HTTP.
 
 mod decode;
+mod jpeg_scaled;
 mod pixels;
 mod resample;
 
@@ -52,19 +60,33 @@ pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// Number of f32 values in one preprocessed image (`3 × 224 × 224`).
 pub const TENSOR_LEN: usize = 3 * INPUT_SIZE * INPUT_SIZE;
 
-/// Bounds applied before any pixel is decoded.
+/// Bounds on the work done for one image, applied before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest `width × height` accepted, read from the image header before decoding.
     pub max_pixels: u64,
+    /// Decode every JPEG at full size, as Pillow does (bit-exact with TorchVision up to the
+    /// decoder). `false` (the default) decodes JPEGs whose shorter side is ≥ 1024 at 1/2,
+    /// 1/4 or 1/8 scale ([`jpeg_scale_denominator`]): a 12 MP photo then costs about as
+    /// much as a 1 MP one, for a tensor within a few levels of the exact one (README,
+    /// "Big JPEGs").
+    pub exact_jpeg: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_pixels: 40_000_000,
+            exact_jpeg: false,
         }
     }
+}
+
+/// The DCT scale denominator (1, 2, 4 or 8) a `width × height` JPEG is decoded at unless
+/// [`Limits::exact_jpeg`]: the largest that keeps ≥ 512 decoded pixels (2 × the resize
+/// target) along the shorter side; 1 means full size.
+pub fn jpeg_scale_denominator(width: u32, height: u32) -> u32 {
+    jpeg_scaled::denominator(width, height)
 }
 
 /// Why an image could not be turned into a tensor.
@@ -98,6 +120,9 @@ pub enum PreprocessError {
 pub struct Preprocessed {
     /// `3×224×224` values, channel-major (CHW), normalised.
     pub chw: Vec<f32>,
+    /// Size of the decoded pixel buffer (stored orientation): the header's size, or
+    /// `⌈size / d⌉` for a JPEG decoded at `1/d` scale.
+    pub decoded_size: (u32, u32),
     /// Time spent decoding the file.
     pub decode: Duration,
     /// Time spent converting, resizing, cropping and normalising.
@@ -114,6 +139,7 @@ pub fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Preprocessed, Preproc
     let chw = normalize_hwc(&crop);
     Ok(Preprocessed {
         chw,
+        decoded_size: (decoded.image.width(), decoded.image.height()),
         decode,
         transform: started.elapsed(),
     })
@@ -121,9 +147,14 @@ pub fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Preprocessed, Preproc
 
 /// Decodes `bytes` to the full 8-bit RGB image PIL's `convert("RGB")` would give, with the
 /// EXIF orientation applied. [`preprocess`] does not use it (it never materialises this
-/// copy); it is for tools and tests that need the whole converted image.
+/// copy); it is for tools and tests that need the whole converted image. JPEGs are always
+/// decoded at full size here, whatever `limits.exact_jpeg` says.
 pub fn decode_rgb(bytes: &[u8], limits: &Limits) -> Result<image::RgbImage, PreprocessError> {
-    let decoded = decode::decode(bytes, limits)?;
+    let exact = Limits {
+        exact_jpeg: true,
+        ..*limits
+    };
+    let decoded = decode::decode(bytes, &exact)?;
     let view = rgb_view(&decoded)?;
     let (width, height) = (view.width(), view.height());
     let mut rgb = vec![0u8; width * height * 3];
@@ -165,12 +196,21 @@ pub fn crop_offset(resized: u64) -> u64 {
 }
 
 /// Resizes (PIL's antialiased bilinear) and centre-crops to a 224×224 RGB buffer (HWC).
+/// Output size and crop follow the image's full size even when it was decoded at `1/d`
+/// scale, so both paths crop the same region of the picture.
 fn resize_and_crop(decoded: &decode::Decoded) -> Result<Vec<u8>, PreprocessError> {
     let view = rgb_view(decoded)?;
-    // The view's sides come from a `u32 × u32` image.
-    let (width, height) = (view.width() as u32, view.height() as u32);
+    let (width, height) = match (decoded.denominator, decoded.full_size) {
+        // The view's sides come from a `u32 × u32` image.
+        (1, _) => (view.width() as u32, view.height() as u32),
+        (_, (w, h)) if pixels::swaps_axes(decoded.orientation) => (h, w),
+        (_, size) => size,
+    };
     let (out_width, out_height) = resized_size(width, height);
+    let scale = f64::from(decoded.denominator);
     let window = Window {
+        extent_x: f64::from(width) / scale,
+        extent_y: f64::from(height) / scale,
         out_width,
         out_height,
         x0: crop_offset(out_width),

@@ -320,7 +320,10 @@ fn a_huge_header_is_refused_before_any_pixel_is_allocated() {
 
 #[test]
 fn the_pixel_limit_is_configurable() {
-    let limits = Limits { max_pixels: 10_000 };
+    let limits = Limits {
+        max_pixels: 10_000,
+        ..Limits::default()
+    };
     let err = preprocess(&read("png_rgb.png"), &limits).expect_err("480×360 > 10 000 pixels");
     assert!(matches!(
         err,

@@ -376,7 +376,13 @@ async fn bodies_over_the_configured_limit_are_413() {
 
 #[tokio::test]
 async fn images_over_the_pixel_cap_are_413() {
-    let addr = start_in_process(server_with_model(options(), Limits { max_pixels: 1000 }));
+    let addr = start_in_process(server_with_model(
+        options(),
+        Limits {
+            max_pixels: 1000,
+            ..Limits::default()
+        },
+    ));
     let (status, body) = post_to(addr, "/classify", Some("image/png"), png(40, 30)).await;
     assert_error(status, &body, 413, "image_too_large");
     let (status, _) = post_to(addr, "/classify", Some("image/png"), png(30, 30)).await;

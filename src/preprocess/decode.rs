@@ -6,7 +6,7 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use super::{Limits, PreprocessError};
+use super::{Limits, PreprocessError, jpeg_scaled};
 
 /// The formats we decode (TorchVision users send these; PIL opens them all).
 /// Anything else the image crate could read (ICO, TGA, PNM, EXR, …) is refused.
@@ -35,10 +35,17 @@ pub(crate) struct Decoded {
     pub orientation: Orientation,
     /// The file is a 16-bit gray PNG, which Pillow opens as `I;16` even with a `tRNS` chunk.
     pub gray16_png: bool,
+    /// Width and height the header declares (stored orientation).
+    pub full_size: (u32, u32),
+    /// `image` holds the file at `1/denominator` of `full_size` (a JPEG decoded with a
+    /// reduced IDCT, see [`super::jpeg_scaled`]); 1 for an exact decode.
+    pub denominator: u32,
 }
 
 /// Decodes `bytes` if it is one of [`FORMATS`], refusing images of more than
-/// `limits.max_pixels` pixels from the header alone.
+/// `limits.max_pixels` pixels from the header alone. A large JPEG is decoded at reduced
+/// scale unless `limits.exact_jpeg` ([`super::jpeg_scaled`]); the size check comes first
+/// either way.
 ///
 /// The decoder gets an `image::Limits::max_alloc` of the output buffer plus
 /// `8 bytes × pixels + 16 MiB`, so a file whose body claims more than its header (a GIF
@@ -66,18 +73,32 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Preproces
     let largest = limits.max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL);
     reader.limits(budget(largest, limits.max_pixels));
     let mut decoder = reader.into_decoder().map_err(map_image_error)?;
-    let pixels = check_size(decoder.dimensions(), limits)?;
+    let full_size = decoder.dimensions();
+    let pixels = check_size(full_size, limits)?;
     let mut budget = budget(decoder.total_bytes(), pixels);
     budget
         .reserve(decoder.total_bytes())
         .map_err(map_image_error)?;
     decoder.set_limits(budget).map_err(map_image_error)?;
     let orientation = decoder.orientation().map_err(map_image_error)?;
+    if format == ImageFormat::Jpeg && !limits.exact_jpeg {
+        if let Some(scaled) = jpeg_scaled::decode(bytes, full_size) {
+            return Ok(Decoded {
+                image: scaled.image,
+                orientation,
+                gray16_png: false,
+                full_size,
+                denominator: scaled.denominator,
+            });
+        }
+    }
     let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
     Ok(Decoded {
         image,
         orientation,
         gray16_png: format == ImageFormat::Png && is_gray16_png(bytes),
+        full_size,
+        denominator: 1,
     })
 }
 
@@ -230,7 +251,10 @@ mod tests {
 
     #[test]
     fn size_zero_and_over_limit_are_refused() {
-        let limits = Limits { max_pixels: 100 };
+        let limits = Limits {
+            max_pixels: 100,
+            exact_jpeg: false,
+        };
         assert!(matches!(
             check_size((0, 5), &limits),
             Err(PreprocessError::Corrupt(_))

@@ -193,6 +193,17 @@ fn fill<T: Copy>(
     }
 }
 
+/// Whether `orientation` turns a stored `w × h` image into an `h × w` one.
+pub(crate) fn swaps_axes(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
 /// Where oriented pixel (x, y) lives in the stored buffer: `origin + x·step_x + y·step_y`
 /// (in pixels), following `image::DynamicImage::apply_orientation`.
 struct Geometry {
@@ -274,6 +285,11 @@ mod tests {
             assert_eq!(
                 view_to_vec(&view),
                 expected.to_rgb8().into_raw(),
+                "{orientation:?}"
+            );
+            assert_eq!(
+                swaps_axes(orientation),
+                expected.width() == 3,
                 "{orientation:?}"
             );
         }

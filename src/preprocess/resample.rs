@@ -42,8 +42,24 @@ pub(crate) struct Taps {
 impl Taps {
     /// Taps of output indices `first .. first + count` of a resize from `in_size` to
     /// `out_size` samples. Needs `in_size ≥ 1`, `out_size ≥ 1`.
+    #[cfg(test)]
     pub(crate) fn bilinear(in_size: usize, out_size: u64, first: u64, count: usize) -> Self {
-        let scale = in_size as f64 / out_size as f64;
+        Self::bilinear_extent(in_size, in_size as f64, out_size, first, count)
+    }
+
+    /// As [`Taps::bilinear`], with `out_size` mapped onto the first `extent` input samples
+    /// (`scale = extent / out_size`) instead of all `in_size`. A JPEG decoded at `1/d` scale
+    /// has `⌈n / d⌉` samples for `n / d` samples' worth of image (its last one covers a
+    /// partial block); mapping onto `n / d` keeps every output sample centred where it is
+    /// in the full-size resize. Reads stay within `in_size`.
+    pub(crate) fn bilinear_extent(
+        in_size: usize,
+        extent: f64,
+        out_size: u64,
+        first: u64,
+        count: usize,
+    ) -> Self {
+        let scale = extent / out_size as f64;
         let filterscale = scale.max(1.0);
         let support = filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
@@ -124,10 +140,13 @@ fn clip8(acc: i32) -> u8 {
 
 const ROUNDING: i32 = 1 << (PRECISION_BITS - 1);
 
-/// The output window of a resize: `width × height` pixels at `(x0, y0)` of a resize to
+/// The output window of a resize: `width × height` pixels at `(x0, y0)` of a resize of
+/// the source's first `extent_x × extent_y` samples (normally all of it) to
 /// `out_width × out_height`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
+    pub extent_x: f64,
+    pub extent_y: f64,
     pub out_width: u64,
     pub out_height: u64,
     pub x0: u64,
@@ -145,8 +164,20 @@ pub(crate) struct Window {
 /// `height · scale_y + 2·⌈max(scale_y, 1)⌉ + 1` (`scale_y = source height / out_height`)
 /// and never more than the source height.
 pub(crate) fn resize_window(src: &RgbView, window: Window) -> Vec<u8> {
-    let horizontal = Taps::bilinear(src.width(), window.out_width, window.x0, window.width);
-    let vertical = Taps::bilinear(src.height(), window.out_height, window.y0, window.height);
+    let horizontal = Taps::bilinear_extent(
+        src.width(),
+        window.extent_x,
+        window.out_width,
+        window.x0,
+        window.width,
+    );
+    let vertical = Taps::bilinear_extent(
+        src.height(),
+        window.extent_y,
+        window.out_height,
+        window.y0,
+        window.height,
+    );
     let (col_lo, col_hi) = horizontal.span();
     let (row_lo, row_hi) = vertical.span();
     let stride = window.width * 3;
@@ -272,6 +303,42 @@ mod tests {
                 hi - lo
             );
             assert!(hi <= src);
+        }
+    }
+
+    #[test]
+    fn a_partial_last_sample_keeps_the_full_size_geometry() {
+        // 4001 samples at 1/4 scale: 1001 decoded samples for 1000.25 samples of image.
+        // Output index n must centre on (n + 0.5)·4001/256 in full-size samples, i.e. on
+        // (n + 0.5)·1000.25/256 in decoded ones. Away from the borders the triangle is
+        // whole and symmetric, so the weighted mean of `index + 0.5` is its centre.
+        let scaled = Taps::bilinear_extent(1001, 1000.25, 256, 0, 256);
+        let full = Taps::bilinear(4001, 256, 0, 256);
+        let centre = |taps: &Taps, n: usize| -> f64 {
+            let (start, w) = weights_f64(taps, n);
+            w.iter()
+                .enumerate()
+                .map(|(j, k)| ((start + j) as f64 + 0.5) * k)
+                .sum()
+        };
+        // Sampling a triangle 3.9 decoded samples wide moves its mean by < 0.02 sample
+        // (0.08 full-size); mapping onto all 1001 samples instead would move output 100 by
+        // 100.5 · 0.75 / 256 = 0.29 decoded samples (1.2 full-size).
+        for n in [10, 100, 200, 245] {
+            let expected = (n as f64 + 0.5) * 4001.0 / 256.0;
+            assert!((centre(&full, n) - expected).abs() < 0.01, "full {n}");
+            assert!(
+                (centre(&scaled, n) * 4.0 - expected).abs() < 0.25,
+                "scaled {n}: {} vs {expected}",
+                centre(&scaled, n) * 4.0
+            );
+        }
+        assert!(scaled.span().1 <= 1001);
+        // The extent of a whole image is the plain resize.
+        let whole = Taps::bilinear_extent(1000, 1000.0, 341, 58, 224);
+        let plain = Taps::bilinear(1000, 341, 58, 224);
+        for n in 0..224 {
+            assert_eq!(whole.get(n), plain.get(n));
         }
     }
 

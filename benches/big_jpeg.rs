@@ -1,0 +1,168 @@
+//! Big-JPEG benchmark (issue 6 goal: a 4000×3000 JPEG end-to-end ≤ 2× a 500×375 one).
+//!
+//! Run: `cargo bench --bench big_jpeg` (optionally `-- --rounds 7 --iters 3 --threads 2`).
+//!
+//! Makes two photo-like JPEGs (the `chelsea.jpg` fixture resized, with grain and a 4-pixel
+//! texture, encoded 4:2:0 at quality 85 by `jpeg-encoder`), 4000×3000 and 500×375, and
+//! measures, for each in both decode modes (default = reduced-DCT scaling for big JPEGs,
+//! `exact` = `Limits::exact_jpeg`):
+//! * `preprocess`: bytes → normalised 3×224×224 tensor (decode + resize + crop);
+//! * `classify`: `Classifier::classify(bytes, 3)` on the synthetic weights (the above plus
+//!   the forward and softmax), i.e. end-to-end minus HTTP.
+//!
+//! The four configurations are interleaved round by round so machine noise hits them
+//! alike; the table shows medians over all rounds and the ratio of each 4000×3000 figure
+//! to the 500×375 one in the same mode (the goal is ≤ 2.0× for `classify`, default mode).
+
+use std::time::Instant;
+
+use image::{RgbImage, imageops};
+use jpeg_encoder::{ColorType, Encoder};
+use resnet18_fc::classifier::Classifier;
+use resnet18_fc::preprocess::{Limits, preprocess};
+use resnet18_fc::synthetic::SyntheticWeights;
+
+const SIZES: [(u32, u32); 2] = [(4000, 3000), (500, 375)];
+const MODES: [(&str, bool); 2] = [("scaled", false), ("exact", true)];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds = flag(&args, "--rounds").unwrap_or(5);
+    let iters = flag(&args, "--iters").unwrap_or(3);
+    if let Some(threads) = flag(&args, "--threads") {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .expect("rayon pool");
+    }
+    let files: Vec<Vec<u8>> = SIZES.iter().map(|&(w, h)| encode(&photo(w, h))).collect();
+    let classifiers: Vec<Classifier> = MODES
+        .iter()
+        .map(|&(_, exact_jpeg)| {
+            let limits = Limits {
+                exact_jpeg,
+                ..Limits::default()
+            };
+            Classifier::from_source(&SyntheticWeights::generate(), "synthetic", limits)
+                .expect("synthetic model")
+        })
+        .collect();
+    // Warm-up: first forward, page faults, rayon threads.
+    for c in &classifiers {
+        for f in &files {
+            c.classify(f, 3).expect("classifies");
+        }
+    }
+    // samples[size][mode] = (preprocess ms, classify ms)
+    let mut samples = vec![vec![(Vec::new(), Vec::new()); MODES.len()]; SIZES.len()];
+    for round in 0..rounds {
+        for (s, file) in files.iter().enumerate() {
+            for (m, classifier) in classifiers.iter().enumerate() {
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    preprocess(file, classifier.limits()).expect("preprocesses");
+                    samples[s][m].0.push(ms(started));
+                    let started = Instant::now();
+                    classifier.classify(file, 3).expect("classifies");
+                    samples[s][m].1.push(ms(started));
+                }
+            }
+        }
+        eprintln!("round {}/{rounds} done", round + 1);
+    }
+    print_table(&files, &mut samples, rounds, iters);
+}
+
+fn print_table(
+    files: &[Vec<u8>],
+    samples: &mut [Vec<(Vec<f64>, Vec<f64>)>],
+    rounds: usize,
+    iters: usize,
+) {
+    println!(
+        "big_jpeg: medians of {} samples each, interleaved; rayon threads {}",
+        rounds * iters,
+        rayon::current_num_threads()
+    );
+    println!(
+        "| image | file size | mode | preprocess | classify (end-to-end) | ratio to 500×375, same mode |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let medians: Vec<Vec<(f64, f64)>> = samples
+        .iter_mut()
+        .map(|per_mode| {
+            per_mode
+                .iter_mut()
+                .map(|(p, c)| (median(p), median(c)))
+                .collect()
+        })
+        .collect();
+    for (s, &(w, h)) in SIZES.iter().enumerate() {
+        for (m, &(mode, _)) in MODES.iter().enumerate() {
+            let (pre, cls) = medians[s][m];
+            let (base_pre, base_cls) = medians[SIZES.len() - 1][m];
+            println!(
+                "| {w}×{h} | {} KB | {mode} | {pre:.1} ms | {cls:.1} ms | {:.2}× preprocess, {:.2}× classify |",
+                files[s].len() / 1024,
+                pre / base_pre,
+                cls / base_cls,
+            );
+        }
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<usize> {
+    let pos = args.iter().position(|a| a == name)?;
+    args.get(pos + 1)?.parse().ok()
+}
+
+fn ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A deterministic hash of `(x, y, salt)` to `0..=255` (SplitMix64 finaliser).
+fn hash(x: u32, y: u32, salt: u64) -> u8 {
+    let mut z = (u64::from(x) << 32 | u64::from(y)) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as u8
+}
+
+/// The chelsea fixture resized to `width × height` plus grain and 4×4-pixel texture (the
+/// same recipe as `tests/preprocess_jpeg_scaled.rs`).
+fn photo(width: u32, height: u32) -> RgbImage {
+    let fixture = image::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/golden/chelsea.jpg"
+    ))
+    .expect("chelsea fixture decodes")
+    .to_rgb8();
+    let mut img = imageops::resize(&fixture, width, height, imageops::FilterType::Triangle);
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        let grain = i32::from(hash(x, y, 1)) / 16 - 8;
+        let texture = i32::from(hash(x / 4, y / 4, 2)) * 24 / 256 - 12;
+        for c in &mut px.0 {
+            *c = (i32::from(*c) + grain + texture).clamp(0, 255) as u8;
+        }
+    }
+    img
+}
+
+fn encode(img: &RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (w, h) = img.dimensions();
+    Encoder::new(&mut out, 85)
+        .encode(
+            img.as_raw(),
+            u16::try_from(w).expect("width"),
+            u16::try_from(h).expect("height"),
+            ColorType::Rgb,
+        )
+        .expect("encodes");
+    out
+}
