@@ -21,11 +21,20 @@ use resnet18_fc::preprocess::{
 use resnet18_fc::synthetic::SyntheticWeights;
 
 /// Mean absolute difference between the scaled and the exact tensor, in 8-bit levels
-/// (`|Δ| · std · 255`), that no big test image may exceed. Measured 0.2–0.4 (README "Big
-/// JPEGs"); the exact path itself is 0.17–0.23 level from Pillow on the JPEG fixtures.
+/// (`|Δ| · std · 255`), that no big test image may exceed. Measured 0.18–0.24 at 1/2 and
+/// 1/4 scale, 0.89 at 1/8 (README "Big JPEGs"); the exact path itself is 0.17–0.23 level
+/// from Pillow on the JPEG fixtures.
 const MEAN_LEVELS_BOUND: f64 = 1.0;
-/// Largest single-element difference, in levels, allowed.
+/// Largest single-element difference, in levels, allowed. Measured 1–3 (7 at 1/8).
 const MAX_LEVELS_BOUND: f64 = 12.0;
+/// Largest change of any logit of the synthetic model allowed. Measured 0.008–0.034.
+const LOGIT_BOUND: f32 = 0.05;
+/// Top-1 must agree whenever the exact path's top-1 leads its runner-up by more than this
+/// (2× the largest logit change measured on the 12 MP images, 0.0102). The synthetic
+/// (untrained) model has near ties: on the 4000×3000 photo its top two logits are 0.0075
+/// apart, which any perturbation of 0.01 flips, the JPEG decoder's own (zune-jpeg vs
+/// libjpeg) included; there the logit bound is the check.
+const CLEAR_MARGIN: f32 = 0.02;
 
 const SCALED: Limits = Limits {
     max_pixels: 40_000_000,
@@ -197,14 +206,29 @@ struct Comparison {
     max_levels: f64,
     top1_exact: usize,
     top1_scaled: usize,
+    exact_margin: f32,
+    logit_diff: f32,
 }
 
-fn top1(chw: &[f32]) -> usize {
-    let logits = classifier().logits(chw, 1).expect("forward");
-    let row = &logits[0];
+fn logits(chw: &[f32]) -> Vec<f32> {
+    let mut rows = classifier().logits(chw, 1).expect("forward");
+    rows.pop().expect("one row")
+}
+
+fn top1(row: &[f32]) -> usize {
     (0..row.len())
         .max_by(|&a, &b| row[a].total_cmp(&row[b]))
         .expect("1000 logits")
+}
+
+/// Top-1 logit minus the runner-up's.
+fn margin(row: &[f32]) -> f32 {
+    let best = top1(row);
+    let second = (0..row.len())
+        .filter(|&i| i != best)
+        .map(|i| row[i])
+        .fold(f32::NEG_INFINITY, f32::max);
+    row[best] - second
 }
 
 fn compare(name: &str, bytes: &[u8]) -> Comparison {
@@ -218,25 +242,34 @@ fn compare(name: &str, bytes: &[u8]) -> Comparison {
         sum += levels;
         max = max.max(levels);
     }
+    let (exact_logits, scaled_logits) = (logits(&exact.chw), logits(&scaled.chw));
+    let logit_diff = exact_logits
+        .iter()
+        .zip(&scaled_logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     let c = Comparison {
         decoded_exact: exact.decoded_size,
         decoded_scaled: scaled.decoded_size,
         mean_levels: sum / TENSOR_LEN as f64,
         max_levels: max,
-        top1_exact: top1(&exact.chw),
-        top1_scaled: top1(&scaled.chw),
+        top1_exact: top1(&exact_logits),
+        top1_scaled: top1(&scaled_logits),
+        exact_margin: margin(&exact_logits),
+        logit_diff,
     };
     eprintln!(
         "{name}: decoded {:?} (exact {:?}); scaled vs exact: mean {:.3} level, max {:.2} \
-         levels; top-1 {} vs {}; decode {:?} vs {:?}",
+         levels, logits max diff {logit_diff:.4}; top-1 {} vs {} (exact margin {:.4}, \
+         scaled {:.4})",
         c.decoded_scaled,
         c.decoded_exact,
         c.mean_levels,
         c.max_levels,
         c.top1_scaled,
         c.top1_exact,
-        scaled.decode,
-        exact.decode,
+        margin(&exact_logits),
+        margin(&scaled_logits),
     );
     c
 }
@@ -253,7 +286,14 @@ fn assert_close(c: &Comparison, name: &str) {
         "{name}: max {:.2} levels",
         c.max_levels
     );
-    assert_eq!(c.top1_scaled, c.top1_exact, "{name}: top-1 differs");
+    assert!(
+        c.logit_diff <= LOGIT_BOUND,
+        "{name}: logits moved by {:.4}",
+        c.logit_diff
+    );
+    if c.exact_margin > CLEAR_MARGIN {
+        assert_eq!(c.top1_scaled, c.top1_exact, "{name}: top-1 differs");
+    }
     // Something was actually dropped: the paths are not secretly the same.
     assert!(c.mean_levels > 0.0, "{name}: scaled equals exact");
 }
@@ -282,6 +322,7 @@ fn a_portrait_with_exif_orientation_6_is_scaled_and_still_rotated() {
         },
     );
     let c = compare("3000×4000 EXIF 6", &bytes);
+    assert!(c.exact_margin > CLEAR_MARGIN, "a clear top-1 here");
     assert_eq!(c.decoded_exact, (4000, 3000));
     assert_eq!(c.decoded_scaled, (1000, 750));
     assert_close(&c, "3000×4000 EXIF 6");
