@@ -81,16 +81,17 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Preproces
         .map_err(map_image_error)?;
     decoder.set_limits(budget).map_err(map_image_error)?;
     let orientation = decoder.orientation().map_err(map_image_error)?;
-    if format == ImageFormat::Jpeg && !limits.exact_jpeg {
-        if let Some(scaled) = jpeg_scaled::decode(bytes, full_size) {
-            return Ok(Decoded {
-                image: scaled.image,
-                orientation,
-                gray16_png: false,
-                full_size,
-                denominator: scaled.denominator,
-            });
-        }
+    if format == ImageFormat::Jpeg
+        && !limits.exact_jpeg
+        && let Some(scaled) = jpeg_scaled::decode(bytes, full_size)
+    {
+        return Ok(Decoded {
+            image: scaled.image,
+            orientation,
+            gray16_png: false,
+            full_size,
+            denominator: scaled.denominator,
+        });
     }
     let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
     Ok(Decoded {
