@@ -16,11 +16,7 @@ use resnet18_fc::synthetic::SyntheticWeights;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let mut sizes: Vec<usize> = args
-        .iter()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let mut sizes: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
     if sizes.is_empty() {
         sizes = vec![1, 2, 4, 8];
     }
@@ -37,7 +33,9 @@ fn main() -> anyhow::Result<()> {
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
         std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
     );
-    println!("| n | one forward of n (ms) | n forwards of 1 (ms) | batched img/s | single img/s | gain |");
+    println!(
+        "| n | one forward of n (ms) | n forwards of 1 (ms) | batched img/s | single img/s | gain |"
+    );
     println!("|---|---|---|---|---|---|");
     for &n in &sizes {
         let (mut batched, mut singles) = (Vec::new(), Vec::new());

@@ -251,7 +251,6 @@ impl Classifier {
     pub fn warm_up(&self) -> Result<(), ClassifyError> {
         self.logits(&vec![0f32; TENSOR_LEN], 1).map(|_| ())
     }
-
 }
 
 /// `Ok` when `k` is a valid number of classes to return (`1..=1000`).

@@ -85,7 +85,11 @@ fn bad(body: Vec<u8>) -> Request {
 
 /// Sends `requests` at once while the only worker is held, releases it once all are admitted,
 /// and returns (status, body) in request order.
-async fn burst(addr: SocketAddr, handle: &ClassifyHandle, requests: &[Request]) -> Vec<(u16, Value)> {
+async fn burst(
+    addr: SocketAddr,
+    handle: &ClassifyHandle,
+    requests: &[Request],
+) -> Vec<(u16, Value)> {
     let held = handle.pool().worker().await.expect("worker");
     let tasks: Vec<_> = requests
         .iter()
@@ -170,14 +174,24 @@ async fn concurrent_requests_share_one_forward_and_get_the_answers_they_would_ge
     let (addr, handle) = start(8);
     let requests = eight_images();
     let results = burst(addr, &handle, &requests).await;
-    assert_eq!(sizes(&handle), BTreeMap::from([(8, 1)]), "one forward of all 8");
+    assert_eq!(
+        sizes(&handle),
+        BTreeMap::from([(8, 1)]),
+        "one forward of all 8"
+    );
     for ((status, body), request) in results.iter().zip(&requests) {
         assert_eq!(*status, 200, "{body}");
         assert_same_as_alone(body, request.image.as_deref().expect("image"));
     }
     // The shared forward is every request's inference time.
-    let inference: Vec<&Value> = results.iter().map(|(_, b)| &b["timing_ms"]["inference"]).collect();
-    assert!(inference.iter().all(|t| *t == inference[0]), "{inference:?}");
+    let inference: Vec<&Value> = results
+        .iter()
+        .map(|(_, b)| &b["timing_ms"]["inference"])
+        .collect();
+    assert!(
+        inference.iter().all(|t| *t == inference[0]),
+        "{inference:?}"
+    );
     // The counters are visible in /healthz.
     let health: Value = client()
         .get(format!("http://{addr}/healthz"))
@@ -193,7 +207,10 @@ async fn concurrent_requests_share_one_forward_and_get_the_answers_they_would_ge
     assert_eq!(batching["forwards"], 1, "{health}");
     assert_eq!(batching["images"], 8, "{health}");
     assert_eq!(batching["sizes"], json!({"8": 1}), "{health}");
-    assert_eq!((&batching["queued"], &health["admitted"]), (&json!(0), &json!(0)));
+    assert_eq!(
+        (&batching["queued"], &health["admitted"]),
+        (&json!(0), &json!(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,10 +234,18 @@ async fn a_bad_image_in_a_burst_gets_its_4xx_and_the_others_are_batched_and_answ
     requests[2] = bad(truncated);
     requests[5] = bad(b"definitely not an image".to_vec());
     let results = burst(addr, &handle, &requests).await;
-    assert_eq!(sizes(&handle), BTreeMap::from([(6, 1)]), "the 6 good images in one forward");
+    assert_eq!(
+        sizes(&handle),
+        BTreeMap::from([(6, 1)]),
+        "the 6 good images in one forward"
+    );
     for (i, ((status, body), request)) in results.iter().zip(&requests).enumerate() {
         match i {
-            2 => assert_eq!((*status, &body["error"]["code"]), (400, &json!("invalid_image")), "{body}"),
+            2 => assert_eq!(
+                (*status, &body["error"]["code"]),
+                (400, &json!("invalid_image")),
+                "{body}"
+            ),
             5 => assert_eq!(
                 (*status, &body["error"]["code"]),
                 (415, &json!("unsupported_image_type")),
@@ -264,7 +289,10 @@ async fn batch_flags_and_environment_variables_configure_the_server() {
     let server = Spawned::start(&["--batch-max", "3", "--batch-wait-ms", "9"], &[]);
     server.wait_ready();
     let batching = healthz(&server).await["batching"].clone();
-    assert_eq!((&batching["max"], &batching["wait_ms"]), (&json!(3), &json!(9)));
+    assert_eq!(
+        (&batching["max"], &batching["wait_ms"]),
+        (&json!(3), &json!(9))
+    );
     drop(server);
 
     let env = [
@@ -274,7 +302,10 @@ async fn batch_flags_and_environment_variables_configure_the_server() {
     let server = Spawned::start(&[], &env);
     server.wait_ready();
     let batching = healthz(&server).await["batching"].clone();
-    assert_eq!((&batching["max"], &batching["wait_ms"]), (&json!(2), &json!(0)));
+    assert_eq!(
+        (&batching["max"], &batching["wait_ms"]),
+        (&json!(2), &json!(0))
+    );
     let response = client()
         .post(server.url("/classify"))
         .header("content-type", "image/png")

@@ -35,7 +35,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
 use super::pool::{Admission, InferencePool};
-use crate::classifier::{Class, ClassifyError, Classifier, top_k};
+use crate::classifier::{Class, Classifier, ClassifyError, top_k};
 use crate::preprocess::TENSOR_LEN;
 
 /// Largest batch by default. On the 2-vCPU development machine a forward of 8 images costs
@@ -432,12 +432,13 @@ fn forward(batch: &[Pending]) -> Result<Vec<Vec<f32>>, BatchError> {
     let chw = if batch.len() == 1 {
         &first.chw
     } else {
-        joined = batch
-            .iter()
-            .fold(Vec::with_capacity(batch.len() * TENSOR_LEN), |mut all, p| {
+        joined = batch.iter().fold(
+            Vec::with_capacity(batch.len() * TENSOR_LEN),
+            |mut all, p| {
                 all.extend_from_slice(&p.chw);
                 all
-            });
+            },
+        );
         &joined
     };
     let engine = &first.engine;
@@ -461,11 +462,7 @@ mod tests {
     struct Fake;
 
     impl Engine for Fake {
-        fn probabilities(
-            &self,
-            chw: &[f32],
-            count: usize,
-        ) -> Result<Vec<Vec<f32>>, ClassifyError> {
+        fn probabilities(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError> {
             let stride = chw.len() / count;
             chw.chunks(stride)
                 .map(|image| match image[0] {
@@ -489,14 +486,20 @@ mod tests {
 
     /// Queues `firsts` while the pool's only worker is held, then releases it: all of them
     /// are queued before the collector can take a batch.
-    async fn burst(batcher: &Batcher, pool: &InferencePool, firsts: &[f32]) -> Vec<Result<Ranked, BatchError>> {
+    async fn burst(
+        batcher: &Batcher,
+        pool: &InferencePool,
+        firsts: &[f32],
+    ) -> Vec<Result<Ranked, BatchError>> {
         let held = pool.worker().await.unwrap();
         let engine: Arc<dyn Engine> = Arc::new(Fake);
         let tasks: Vec<_> = firsts
             .iter()
             .map(|&first| {
                 let (batcher, engine) = (batcher.clone(), Arc::clone(&engine));
-                tokio::spawn(async move { batcher.classify(engine, image(first), 1, None, None).await })
+                tokio::spawn(
+                    async move { batcher.classify(engine, image(first), 1, None, None).await },
+                )
             })
             .collect();
         while batcher.stats().queued < firsts.len() {
@@ -517,11 +520,21 @@ mod tests {
     #[tokio::test]
     async fn queued_images_share_one_forward_and_each_gets_its_own_row() {
         let pool = InferencePool::new(1, 0);
-        let batcher = Batcher::new(pool.clone(), BatchOptions { max: 8, wait: Duration::ZERO });
+        let batcher = Batcher::new(
+            pool.clone(),
+            BatchOptions {
+                max: 8,
+                wait: Duration::ZERO,
+            },
+        );
         let results = burst(&batcher, &pool, &[3.0, 1.0, 4.0, 15.0, 9.0]).await;
         let tops: Vec<_> = results.iter().map(top).collect();
         assert_eq!(tops, [Some(3), Some(1), Some(4), Some(15), Some(9)]);
-        assert!(results.iter().all(|r| r.as_ref().is_ok_and(|r| r.batch_size == 5)));
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|r| r.batch_size == 5))
+        );
         let stats = batcher.stats();
         assert_eq!(stats.sizes, BTreeMap::from([(5, 1)]));
         assert_eq!((stats.forwards, stats.images, stats.queued), (1, 5, 0));
@@ -530,7 +543,13 @@ mod tests {
     #[tokio::test]
     async fn batches_are_cut_at_max_in_arrival_order() {
         let pool = InferencePool::new(1, 0);
-        let batcher = Batcher::new(pool.clone(), BatchOptions { max: 2, wait: Duration::ZERO });
+        let batcher = Batcher::new(
+            pool.clone(),
+            BatchOptions {
+                max: 2,
+                wait: Duration::ZERO,
+            },
+        );
         let results = burst(&batcher, &pool, &[7.0, 8.0, 9.0, 10.0, 11.0]).await;
         let tops: Vec<_> = results.iter().map(top).collect();
         assert_eq!(tops, [Some(7), Some(8), Some(9), Some(10), Some(11)]);
@@ -540,21 +559,45 @@ mod tests {
     #[tokio::test]
     async fn max_one_runs_every_image_alone() {
         let pool = InferencePool::new(1, 0);
-        let batcher = Batcher::new(pool.clone(), BatchOptions { max: 1, wait: Duration::from_secs(3600) });
+        let batcher = Batcher::new(
+            pool.clone(),
+            BatchOptions {
+                max: 1,
+                wait: Duration::from_secs(3600),
+            },
+        );
         let results = burst(&batcher, &pool, &[2.0, 5.0, 6.0]).await;
-        assert!(results.iter().all(|r| r.as_ref().is_ok_and(|r| r.batch_size == 1)));
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|r| r.batch_size == 1))
+        );
         assert_eq!(batcher.stats().sizes, BTreeMap::from([(1, 3)]));
     }
 
     #[tokio::test]
     async fn a_failing_or_panicking_image_fails_alone_and_the_rest_of_its_batch_is_answered() {
         let pool = InferencePool::new(1, 0);
-        let batcher = Batcher::new(pool.clone(), BatchOptions { max: 8, wait: Duration::ZERO });
+        let batcher = Batcher::new(
+            pool.clone(),
+            BatchOptions {
+                max: 8,
+                wait: Duration::ZERO,
+            },
+        );
         let results = burst(&batcher, &pool, &[1.0, -1.0, 2.0, -2.0, 3.0]).await;
         assert_eq!(top(&results[0]), Some(1));
-        assert!(matches!(results[1], Err(BatchError::Model(ClassifyError::Model(_)))), "{:?}", results[1]);
+        assert!(
+            matches!(results[1], Err(BatchError::Model(ClassifyError::Model(_)))),
+            "{:?}",
+            results[1]
+        );
         assert_eq!(top(&results[2]), Some(2));
-        assert!(matches!(results[3], Err(BatchError::Panicked)), "{:?}", results[3]);
+        assert!(
+            matches!(results[3], Err(BatchError::Panicked)),
+            "{:?}",
+            results[3]
+        );
         assert_eq!(top(&results[4]), Some(3));
         // The retries ran alone.
         assert!(results.iter().flatten().all(|r| r.batch_size == 1));
@@ -566,10 +609,18 @@ mod tests {
     #[tokio::test]
     async fn a_queued_image_waits_for_one_being_preprocessed_but_a_lone_one_does_not() {
         let pool = InferencePool::new(2, 0);
-        let batcher = Batcher::new(pool.clone(), BatchOptions { max: 8, wait: Duration::from_secs(3600) });
+        let batcher = Batcher::new(
+            pool.clone(),
+            BatchOptions {
+                max: 8,
+                wait: Duration::from_secs(3600),
+            },
+        );
         let engine: Arc<dyn Engine> = Arc::new(Fake);
         // Alone: answered although the wait is an hour.
-        let lone = batcher.classify(Arc::clone(&engine), image(5.0), 1, None, None).await;
+        let lone = batcher
+            .classify(Arc::clone(&engine), image(5.0), 1, None, None)
+            .await;
         assert_eq!(top(&lone), Some(5));
         // With another request preprocessing, the first waits for it.
         let other = batcher.preparing();
@@ -581,7 +632,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!first.is_finished(), "did not wait for the request being preprocessed");
+        assert!(
+            !first.is_finished(),
+            "did not wait for the request being preprocessed"
+        );
         let second = batcher.classify(engine, image(7.0), 1, None, other).await;
         let first = first.await.unwrap();
         assert_eq!((top(&first), top(&second)), (Some(6), Some(7)));
@@ -592,24 +646,42 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_gave_up_is_dropped_before_its_forward_and_frees_its_place() {
         let pool = InferencePool::new(1, 1);
-        let batcher = Batcher::new(pool.clone(), BatchOptions { max: 8, wait: Duration::ZERO });
+        let batcher = Batcher::new(
+            pool.clone(),
+            BatchOptions {
+                max: 8,
+                wait: Duration::ZERO,
+            },
+        );
         let held = pool.worker().await.unwrap();
         let admission = pool.try_admit().unwrap();
         let engine: Arc<dyn Engine> = Arc::new(Fake);
         let abandoned = {
             let (batcher, engine) = (batcher.clone(), Arc::clone(&engine));
-            tokio::spawn(async move { batcher.classify(engine, image(1.0), 1, Some(admission), None).await })
+            tokio::spawn(async move {
+                batcher
+                    .classify(engine, image(1.0), 1, Some(admission), None)
+                    .await
+            })
         };
         while batcher.stats().queued < 1 {
             tokio::task::yield_now().await;
         }
         abandoned.abort();
         let _ = abandoned.await;
-        assert_eq!(pool.admitted(), 1, "the place is kept until the forward would have run");
+        assert_eq!(
+            pool.admitted(),
+            1,
+            "the place is kept until the forward would have run"
+        );
         drop(held);
         let next = batcher.classify(engine, image(2.0), 1, None, None).await;
         assert_eq!(top(&next), Some(2));
         assert_eq!(pool.admitted(), 0);
-        assert_eq!(batcher.stats().sizes, BTreeMap::from([(1, 1)]), "the abandoned image was not run");
+        assert_eq!(
+            batcher.stats().sizes,
+            BTreeMap::from([(1, 1)]),
+            "the abandoned image was not run"
+        );
     }
 }

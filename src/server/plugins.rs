@@ -18,8 +18,8 @@ use http::StatusCode;
 use super::batch::{BatchError, BatchOptions, Batcher};
 use super::model::ModelSlot;
 use super::pool::{InferencePool, PoolError};
-use crate::classifier::check_top_k;
 use crate::api::{ApiError, ImageSource, PredictionJson, millis};
+use crate::classifier::check_top_k;
 use crate::fc::FcContext;
 
 /// A boxed, sendable future (what the seam traits return).

@@ -93,7 +93,9 @@ impl InferencePool {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.run_inner(Some(admission), job).await.map(|(value, _)| value)
+        self.run_inner(Some(admission), job)
+            .await
+            .map(|(value, _)| value)
     }
 
     /// Like [`Self::run`] but hands the admission back with the result, for a request that
