@@ -159,6 +159,12 @@ struct Shared {
     sizes: Mutex<BTreeMap<usize, u64>>,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("batcher")
+    }
+}
+
 /// The micro-batching queue in front of an [`InferencePool`]. Cheap to clone; clones share
 /// the queue.
 #[derive(Clone)]
@@ -179,12 +185,6 @@ impl std::fmt::Debug for Batcher {
 #[derive(Debug)]
 pub struct Preparing {
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("batcher")
-    }
 }
 
 impl Drop for Preparing {
@@ -458,7 +458,7 @@ mod tests {
     use crate::resnet::ModelError;
 
     /// Answers each image with class `chw[0]` (probability 1); fails on a negative first value:
-    /// `-1` returns an error, `-2` panics.
+    /// `-1` returns an error, `-2` panics (for the whole forward it is part of).
     struct Fake;
 
     impl Engine for Fake {
@@ -466,10 +466,10 @@ mod tests {
             let stride = chw.len() / count;
             chw.chunks(stride)
                 .map(|image| match image[0] {
-                    v if v == -1.0 => Err(ClassifyError::Model(ModelError::Candle(
+                    v if v < -1.5 => panic!("fake panic"),
+                    v if v < 0.0 => Err(ClassifyError::Model(ModelError::Candle(
                         candle_core::Error::Msg("fake failure".into()),
                     ))),
-                    v if v == -2.0 => panic!("fake panic"),
                     v => {
                         let mut row = vec![0.0; 1000];
                         row[v as usize] = 1.0;
@@ -513,20 +513,19 @@ mod tests {
         results
     }
 
+    fn setup(workers: usize, queue: usize, max: usize, wait: Duration) -> (InferencePool, Batcher) {
+        let pool = InferencePool::new(workers, queue);
+        let batcher = Batcher::new(pool.clone(), BatchOptions { max, wait });
+        (pool, batcher)
+    }
+
     fn top(result: &Result<Ranked, BatchError>) -> Option<usize> {
         result.as_ref().ok().map(|r| r.classes[0].index)
     }
 
     #[tokio::test]
     async fn queued_images_share_one_forward_and_each_gets_its_own_row() {
-        let pool = InferencePool::new(1, 0);
-        let batcher = Batcher::new(
-            pool.clone(),
-            BatchOptions {
-                max: 8,
-                wait: Duration::ZERO,
-            },
-        );
+        let (pool, batcher) = setup(1, 0, 8, Duration::ZERO);
         let results = burst(&batcher, &pool, &[3.0, 1.0, 4.0, 15.0, 9.0]).await;
         let tops: Vec<_> = results.iter().map(top).collect();
         assert_eq!(tops, [Some(3), Some(1), Some(4), Some(15), Some(9)]);
@@ -542,14 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_are_cut_at_max_in_arrival_order() {
-        let pool = InferencePool::new(1, 0);
-        let batcher = Batcher::new(
-            pool.clone(),
-            BatchOptions {
-                max: 2,
-                wait: Duration::ZERO,
-            },
-        );
+        let (pool, batcher) = setup(1, 0, 2, Duration::ZERO);
         let results = burst(&batcher, &pool, &[7.0, 8.0, 9.0, 10.0, 11.0]).await;
         let tops: Vec<_> = results.iter().map(top).collect();
         assert_eq!(tops, [Some(7), Some(8), Some(9), Some(10), Some(11)]);
@@ -558,14 +550,7 @@ mod tests {
 
     #[tokio::test]
     async fn max_one_runs_every_image_alone() {
-        let pool = InferencePool::new(1, 0);
-        let batcher = Batcher::new(
-            pool.clone(),
-            BatchOptions {
-                max: 1,
-                wait: Duration::from_secs(3600),
-            },
-        );
+        let (pool, batcher) = setup(1, 0, 1, Duration::from_secs(3600));
         let results = burst(&batcher, &pool, &[2.0, 5.0, 6.0]).await;
         assert!(
             results
@@ -577,14 +562,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_or_panicking_image_fails_alone_and_the_rest_of_its_batch_is_answered() {
-        let pool = InferencePool::new(1, 0);
-        let batcher = Batcher::new(
-            pool.clone(),
-            BatchOptions {
-                max: 8,
-                wait: Duration::ZERO,
-            },
-        );
+        let (pool, batcher) = setup(1, 0, 8, Duration::ZERO);
         let results = burst(&batcher, &pool, &[1.0, -1.0, 2.0, -2.0, 3.0]).await;
         assert_eq!(top(&results[0]), Some(1));
         assert!(
@@ -608,14 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queued_image_waits_for_one_being_preprocessed_but_a_lone_one_does_not() {
-        let pool = InferencePool::new(2, 0);
-        let batcher = Batcher::new(
-            pool.clone(),
-            BatchOptions {
-                max: 8,
-                wait: Duration::from_secs(3600),
-            },
-        );
+        let (pool, batcher) = setup(2, 0, 8, Duration::from_secs(3600));
         let engine: Arc<dyn Engine> = Arc::new(Fake);
         // Alone: answered although the wait is an hour.
         let lone = batcher
@@ -645,14 +616,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_that_gave_up_is_dropped_before_its_forward_and_frees_its_place() {
-        let pool = InferencePool::new(1, 1);
-        let batcher = Batcher::new(
-            pool.clone(),
-            BatchOptions {
-                max: 8,
-                wait: Duration::ZERO,
-            },
-        );
+        let (pool, batcher) = setup(1, 1, 8, Duration::ZERO);
         let held = pool.worker().await.unwrap();
         let admission = pool.try_admit().unwrap();
         let engine: Arc<dyn Engine> = Arc::new(Fake);

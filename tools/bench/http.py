@@ -31,17 +31,23 @@ torch, torchvision, onnx, onnxruntime. Timings depend on the machine's load: the
 prints `uptime`.
 """
 
-import argparse
-import http.client
-import json
 import os
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
+
+# This file is named http.py: drop its own directory from the import path so that the standard
+# library's `http` package is found instead of this script.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.path.join(REPO, "target", "release", "resnet18-fc")
@@ -285,18 +291,25 @@ def ort_batch8(weights, work):
 # Driver
 
 
+def ratio(a, b, unit="x"):
+    return f"{a / b:.2f}{unit}" if b else "n/a"
+
+
 def median_of(results, key):
     return statistics.median(r[key] for r in results)
 
 
 def main():
+    global BINARY
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per load point")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every load point")
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--weights", help="existing safetensors model (default: synthetic)")
     parser.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime column")
+    parser.add_argument("--binary", default=BINARY, help="server binary (default: release build)")
     args = parser.parse_args()
+    BINARY = args.binary
 
     if not os.access(BINARY, os.X_OK):
         die(f"{BINARY} not found; run `cargo build --release --bin resnet18-fc` first")
@@ -366,7 +379,7 @@ def main():
     print(f"| server decode + preprocess, c=1 median | {decode:.1f} ms |")
     print(f"| end-to-end p50, c=1 | {p50_c1:.1f} ms |")
     print(f"| HTTP overhead = p50 - inference | {overhead:.1f} ms "
-          f"({100 * overhead / inference:.0f} % of the forward; of which decode "
+          f"({ratio(100 * overhead, inference, '%')} of the forward; of which decode "
           f"{decode:.1f} ms, rest {overhead - decode:.1f} ms) |")
     print(f"| cold start -> first /classify 200 | median {statistics.median(cold) * 1000:.0f} ms "
           f"(runs: {', '.join(f'{t * 1000:.0f}' for t in cold)}) |")
@@ -375,10 +388,10 @@ def main():
     print(f"| peak RSS (VmHWM), batching off, after c=8 | {max(rss['off']):.0f} MB |")
     c8_on, c8_off = median_of(on[8], "rps"), median_of(off[8], "rps")
     print(f"| c=8 throughput, batching on / off | {c8_on:.1f} / {c8_off:.1f} req/s "
-          f"({c8_on / c8_off:.2f}x) |")
+          f"({ratio(c8_on, c8_off)}) |")
     if ort is not None:
         print(f"| ONNX Runtime batch 8, 2 threads (forward only) | {ort:.1f} img/s; "
-              f"c=8 batching on is {c8_on / ort:.2f}x of it |")
+              f"c=8 batching on is {ratio(c8_on, ort)} of it |")
     else:
         print(f"| ONNX Runtime batch 8 | n/a: {ort_note} |")
     shutil.rmtree(work, ignore_errors=True)
