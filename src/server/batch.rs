@@ -38,14 +38,19 @@ use super::pool::{Admission, InferencePool};
 use crate::classifier::{Class, Classifier, ClassifyError, top_k};
 use crate::preprocess::TENSOR_LEN;
 
-/// Largest batch by default. On the 2-vCPU development machine a forward of 8 images costs
-/// less per image than 8 forwards of one (figures in the README's configuration section).
+/// Largest batch by default. Measured with stock candle kernels on the shared 2-vCPU
+/// development machine under heavy load (load average 10–14): one forward of 8 images cost
+/// 0.98× the time of 8 forwards of one (`examples/batch_forward.rs`), and `tools/bench/http.py`
+/// saw 1.18× the throughput at 8 concurrent requests with batching on, for a peak RSS of
+/// 307 MB instead of 148 MB. Memory grows by roughly 20 MB per image of the largest batch;
+/// lower `--batch-max` where RSS matters more than throughput.
 pub const DEFAULT_BATCH_MAX: usize = 8;
 /// Longest wait for companions by default, in milliseconds (about one preprocessing of a
 /// typical photo: a request never waits longer than that for others to join).
 pub const DEFAULT_BATCH_WAIT_MS: u64 = 5;
-/// Largest accepted `--batch-max` (memory: 64 × 0.6 MB of input plus activations).
-pub const BATCH_MAX_LIMIT: usize = 64;
+/// Largest accepted `--batch-max`: at about 20 MB of activations per image (stock candle),
+/// a batch of 32 needs some 650 MB.
+pub const BATCH_MAX_LIMIT: usize = 32;
 
 /// Tunables of the [`Batcher`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
