@@ -591,7 +591,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queued_image_waits_for_one_being_preprocessed_but_a_lone_one_does_not() {
-        let (pool, batcher) = setup(2, 0, 8, Duration::from_secs(3600));
+        let (_pool, batcher) = setup(2, 0, 8, Duration::from_secs(3600));
         let engine: Arc<dyn Engine> = Arc::new(Fake);
         // Alone: answered although the wait is an hour.
         let lone = batcher
