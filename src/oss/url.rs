@@ -275,6 +275,7 @@ impl ResolveContext<'_> {
                 )
             })?
             .to_string();
+        validate_region(&region)?;
         let endpoint = match self.endpoint {
             Some(e) => e.clone(),
             None => Endpoint::internal(&region),
@@ -357,6 +358,25 @@ impl ResolveContext<'_> {
             object,
         })
     }
+}
+
+/// A region becomes part of the endpoint's host name (`oss-<region>-internal.aliyuncs.com`), and
+/// it can come from the request (`x-fc-region`) or an event record: only `[a-z0-9-]` names
+/// (`cn-hangzhou`, `ap-southeast-1`) are accepted, so no region can add URL syntax (`@`, `/`,
+/// `#`, …) that would send the signed request to another host.
+fn validate_region(region: &str) -> Result<(), OssError> {
+    let valid = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        return Ok(());
+    }
+    let shown: String = region.chars().take(40).collect();
+    Err(OssError::RefusedUrl(format!(
+        "{shown:?} is not an OSS region name (a-z, 0-9 and '-', e.g. cn-hangzhou)"
+    )))
 }
 
 fn refusal_reason(url: &Url, host: &str) -> String {

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Fuzz smoke run for CI: every cargo-fuzz target for $SECONDS seconds (default 10) on the
+# committed seeds (fuzz/seeds/<target>), in a throw-away corpus. Fails on any crash, leak or
+# timeout; the crashing input is left in fuzz/artifacts/<target>/. See fuzz/README.md.
+# Needs the nightly toolchain and cargo-fuzz (installed here from crates.io when missing).
+set -eu
+cd "$(dirname "$0")/../fuzz"
+SECONDS_PER_TARGET=${SECONDS:-10}
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+# -D: unoptimised build, much faster to compile; the targets still run thousands of inputs/s.
+cargo +nightly fuzz build -D
+failed=""
+for target in $(cargo +nightly fuzz list); do
+    corpus=$(mktemp -d)
+    log=$(mktemp)
+    echo "fuzz-smoke: $target for ${SECONDS_PER_TARGET}s"
+    if ! cargo +nightly fuzz run -D "$target" "$corpus" "seeds/$target" -- \
+        -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=20 \
+        -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        failed="$failed $target"
+    fi
+    grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)|DONE" "$log" || true
+    rm -rf "$corpus" "$log"
+done
+if [ -n "$failed" ]; then
+    echo "fuzz-smoke: FAILED:$failed (inputs in fuzz/artifacts/<target>/)" >&2
+    exit 1
+fi
+echo "fuzz-smoke: all targets clean"

@@ -1,0 +1,132 @@
+#!/bin/sh
+# Load test of the release server on loopback, with wrk (Debian: `apt-get install wrk`).
+#
+# Produces, per run: one `LOAD ...` line from tools/load/mix.lua (responses by status, p50/p99/max
+# latency, socket errors) and the server's RSS and open file descriptors once the run has
+# drained; then a verdict. Exits 0 only when every run meets the bar:
+#   - exactly $REQUESTS responses, every status one of 200/400/413/415 (0 unexpected, 0 5xx);
+#   - no 503 at all while concurrency <= workers + queue (the documented admission limit:
+#     --queue requests may wait for the --workers inference threads; beyond that, 503);
+#   - no connect errors and no timeouts. Read/write errors are reported but tolerated: they are
+#     the oversized uploads. The server answers 413 from the Content-Length and closes without
+#     reading the body; wrk writes a whole request before reading, so when the close arrives
+#     while it is still writing, the kernel resets the connection and the 413 is lost
+#     (curl and browsers, which read while sending, get the 413; with the oversized body
+#     replaced by a small one, wrk reports 0 socket errors);
+#   - across runs, open fds identical and RSS after the last run within 10 % (+8 MiB) of the
+#     RSS after the first.
+#
+# Usage (from anywhere):
+#   tools/load/run.sh                          # 3 runs x 10 000 requests at concurrency 64
+#   REQUESTS=1000 RUNS=2 tools/load/run.sh     # the short CI version (.ci/load-smoke.sh)
+# Knobs: REQUESTS, CONCURRENCY (64), RUNS (3), THREADS (wrk threads, 2), MAX_SECONDS (per-run
+# time bound, 900), MAX_BODY (server --max-body-bytes, 262144; the oversized body is 1.5x that).
+set -eu
+
+REQUESTS=${REQUESTS:-10000}
+CONCURRENCY=${CONCURRENCY:-64}
+RUNS=${RUNS:-3}
+THREADS=${THREADS:-2}
+MAX_SECONDS=${MAX_SECONDS:-900}
+MAX_BODY=${MAX_BODY:-262144}
+
+cd "$(dirname "$0")/../.."
+command -v wrk >/dev/null || { echo "load: wrk is not installed (apt-get install wrk)" >&2; exit 2; }
+
+# The server under test is the release build. The preparation tool is an example (it shares the
+# crate's synthetic weights) and is built in the dev profile: examples pull in the
+# dev-dependencies, which the test suite has compiled there already.
+cargo build --release --quiet --bin resnet18-fc
+cargo build --quiet --example load-prepare
+
+WORK=$(mktemp -d)
+PID=""
+cleanup() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+target/debug/examples/load-prepare "$WORK" "$MAX_BODY"
+target/release/resnet18-fc serve --host 127.0.0.1 --port 0 --offline \
+    --model "$WORK/model.safetensors" --max-body-bytes "$MAX_BODY" >"$WORK/server.log" 2>&1 &
+PID=$!
+
+i=0
+until grep -q "model ready" "$WORK/server.log"; do
+    i=$((i + 1))
+    if [ $i -gt 600 ] || ! kill -0 "$PID" 2>/dev/null; then
+        echo "load: the server did not become ready" >&2
+        cat "$WORK/server.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+PORT=$(sed -n 's#.*listening on http://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$WORK/server.log" | head -n 1)
+URL="http://127.0.0.1:$PORT"
+HEALTH=$(curl -fsS "$URL/healthz")
+WORKERS=$(echo "$HEALTH" | sed -n 's/.*"workers":\([0-9]*\).*/\1/p')
+QUEUE=$(echo "$HEALTH" | sed -n 's/.*"queue":\([0-9]*\).*/\1/p')
+CAPACITY=$((WORKERS + QUEUE))
+echo "load: server pid $PID on $URL, workers $WORKERS, queue $QUEUE (admits $CAPACITY at once)"
+echo "load: $RUNS run(s) x $REQUESTS requests, concurrency $CONCURRENCY, max body $MAX_BODY B"
+
+# Waits until no request holds a place in the inference pool (abandoned ones finish first).
+wait_idle() {
+    j=0
+    until curl -fsS "$URL/healthz" | grep -q '"admitted":0'; do
+        j=$((j + 1))
+        [ $j -gt 300 ] && { echo "load: the pool did not drain" >&2; return 1; }
+        sleep 0.2
+    done
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$PID/status"; }
+fds() { ls "/proc/$PID/fd" | wc -l; }
+
+RESULTS="$WORK/results"
+: >"$RESULTS"
+run=1
+while [ $run -le "$RUNS" ]; do
+    rm -f "$WORK"/.stopped-*
+    wrk -t"$THREADS" -c"$CONCURRENCY" -d"${MAX_SECONDS}s" --timeout 60s \
+        -s tools/load/mix.lua "$URL" -- "$WORK" "$REQUESTS" "$THREADS" >"$WORK/wrk.out" 2>&1 &
+    WRK=$!
+    # Every thread has answered its share: interrupt wrk's -d sleep so it reports now.
+    until [ "$(ls "$WORK"/.stopped-* 2>/dev/null | wc -l)" -ge "$THREADS" ] || ! kill -0 "$WRK" 2>/dev/null; do
+        sleep 0.2
+    done
+    kill -INT "$WRK" 2>/dev/null || true
+    wait "$WRK" || true
+    line=$(grep '^LOAD ' "$WORK/wrk.out" || echo "LOAD responses=0 (wrk failed: $(tail -n 3 "$WORK/wrk.out"))")
+    wait_idle
+    echo "run=$run $line rss_kb=$(rss_kb) fds=$(fds)" | tee -a "$RESULTS"
+    run=$((run + 1))
+done
+
+echo "load: server log $(wc -l <"$WORK/server.log") lines, $(grep -c 'panicked' "$WORK/server.log" || true) panics"
+awk -v requests="$REQUESTS" -v concurrency="$CONCURRENCY" -v capacity="$CAPACITY" '
+    function field(name,   i, kv) {
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
+        return ""
+    }
+    {
+        n++
+        if (field("responses") != requests) { bad = bad "\n  run " n ": " field("responses") " responses, expected " requests }
+        if (field("unexpected") != 0) { bad = bad "\n  run " n ": " field("unexpected") " unexpected statuses" }
+        if (field("s5xx") != 0 && !(concurrency > capacity && field("s5xx") == field("s503"))) {
+            bad = bad "\n  run " n ": " field("s5xx") " 5xx (" field("s503") " of them 503)"
+        }
+        errors = field("err_connect") + field("err_timeout")
+        if (errors != 0) { bad = bad "\n  run " n ": " errors " connect errors or timeouts" }
+        if (n == 1) { rss1 = field("rss_kb"); fds1 = field("fds") }
+        rss = field("rss_kb"); fd = field("fds")
+        if (fd != fds1) { bad = bad "\n  run " n ": " fd " open fds, " fds1 " after run 1" }
+    }
+    END {
+        if (rss > rss1 * 1.10 + 8192) { bad = bad "\n  RSS grew from " rss1 " kB to " rss " kB" }
+        if (bad != "") { print "load: FAILED" bad; exit 1 }
+        print "load: OK (" n " runs; RSS " rss1 " -> " rss " kB; fds " fds1 " -> " fd ")"
+    }' "$RESULTS"
