@@ -50,8 +50,9 @@ pub struct ServeArgs {
     /// Requests that may wait for an inference thread; more get 503 + Retry-After.
     #[arg(long, env = "RESNET18_FC_QUEUE", default_value_t = DEFAULT_QUEUE)]
     queue: usize,
-    /// Never download the weights: a missing model file gives 503 `model_not_ready` (without
-    /// this flag the server fetches TorchVision's checkpoint in the background when it is missing).
+    /// Never download the weights: a missing model file gives 503 `model_not_ready` naming the
+    /// ways to get it (without this flag the server downloads TorchVision's checkpoint once, in
+    /// the background, when it is missing: progress bar on a terminal, log lines otherwise).
     #[arg(long, env = "RESNET18_FC_OFFLINE")]
     offline: bool,
 }
@@ -84,10 +85,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_pixels: args.max_pixels,
         },
-        fetch: FetchOptions {
-            progress: false,
-            ..FetchOptions::from_env()
-        },
+        // A missing model is downloaded once: a progress bar when stderr is a terminal, log
+        // lines otherwise; failures answer 503 with the next steps (`weights::EnsureError`).
+        fetch: FetchOptions::from_env(),
         offline: args.offline,
     };
     // OSS: `{"url"}` images and upload events (OSS_ENDPOINT, RESULT_PREFIX, … from the env).
