@@ -1075,6 +1075,9 @@ mod readme {
             "too few paths found, extraction broken? {paths:?}"
         );
         let missing: Vec<&String> = paths.iter().filter(|p| !root.join(p).exists()).collect();
-        assert!(missing.is_empty(), "README names missing files: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "README names missing files: {missing:?}"
+        );
     }
 }

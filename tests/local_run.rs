@@ -23,8 +23,8 @@ const URL_ENV: &str = "RESNET18_FC_MODEL_URL";
 const SHA256_ENV: &str = "RESNET18_FC_MODEL_SHA256";
 
 fn checkpoint() -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/checkpoints/resnet18_tiny.pth");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoints/resnet18_tiny.pth");
     std::fs::read(path).expect("fixture checkpoint")
 }
 
@@ -90,7 +90,8 @@ async fn get_json(url: &str) -> (u16, serde_json::Value) {
         .await
         .expect("request");
     let status = response.status().as_u16();
-    (status, response.json().await.expect("json body"))
+    let bytes = response.bytes().await.expect("body");
+    (status, serde_json::from_slice(&bytes).expect("json body"))
 }
 
 async fn classify(server: &Spawned) -> (u16, serde_json::Value) {
@@ -102,7 +103,8 @@ async fn classify(server: &Spawned) -> (u16, serde_json::Value) {
         .await
         .expect("request");
     let status = response.status().as_u16();
-    (status, response.json().await.expect("json body"))
+    let bytes = response.bytes().await.expect("body");
+    (status, serde_json::from_slice(&bytes).expect("json body"))
 }
 
 fn assert_mentions(message: &str, parts: &[&str]) {
@@ -184,7 +186,10 @@ async fn a_refused_download_answers_503_with_the_next_steps() {
     let classify_message = body["error"]["message"].as_str().expect("message");
     assert_mentions(classify_message, &[&model_text, "fetch-model"]);
     assert!(!model.exists(), "nothing installed");
-    assert!(!model.parent().expect("dir").exists(), "no empty model dir left");
+    assert!(
+        !model.parent().expect("dir").exists(),
+        "no empty model dir left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
