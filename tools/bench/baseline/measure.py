@@ -20,9 +20,9 @@ the image must agree (same weights, same preprocessing recipe), else it stops wi
 
     python3 tools/bench/baseline/measure.py --rounds 5 --requests 30
 
-Needs: `cargo build --release` (target/release/resnet18-fc) and the synthetic weights example
+Needs: `cargo build --release` (target/release/resnet18-fc), the synthetic weights example
 (`cargo build --release --example synthetic_weights`, built on demand), flask, torch,
-torchvision, safetensors and gunicorn in the running python.
+torchvision, safetensors and gunicorn in the running python (`pip install -r requirements.txt`).
 """
 
 from __future__ import annotations
