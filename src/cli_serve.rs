@@ -62,8 +62,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RESNET18_FC_BATCH_WAIT_MS", default_value_t = DEFAULT_BATCH_WAIT_MS,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     batch_wait_ms: u64,
-    /// Never download the weights: a missing model file gives 503 `model_not_ready` (without
-    /// this flag the server fetches TorchVision's checkpoint in the background when it is missing).
+    /// Never download the weights: a missing model file gives 503 `model_not_ready` naming the
+    /// ways to get it (without this flag the server downloads TorchVision's checkpoint once, in
+    /// the background, when it is missing: progress bar on a terminal, log lines otherwise).
     #[arg(long, env = "RESNET18_FC_OFFLINE")]
     offline: bool,
 }
@@ -96,10 +97,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_pixels: args.max_pixels,
         },
-        fetch: FetchOptions {
-            progress: false,
-            ..FetchOptions::from_env()
-        },
+        // A missing model is downloaded once: a progress bar when stderr is a terminal, log
+        // lines otherwise; failures answer 503 with the next steps (`weights::EnsureError`).
+        fetch: FetchOptions::from_env(),
         offline: args.offline,
     };
     // OSS: `{"url"}` images and upload events (OSS_ENDPOINT, RESULT_PREFIX, … from the env).
