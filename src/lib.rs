@@ -9,6 +9,7 @@ pub mod api;
 pub mod classifier;
 pub mod config;
 pub mod fc;
+pub mod kernels;
 pub mod labels;
 pub mod oss;
 pub mod preprocess;

@@ -15,7 +15,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear};
+use candle_nn::Linear;
+
+use crate::kernels::{GlobalAvgPool, MaxPool, PackedConv};
 
 /// Number of ImageNet classes the final layer produces.
 pub const NUM_CLASSES: usize = 1000;
@@ -191,66 +193,68 @@ pub trait TensorSource {
     fn tensor(&self, name: &str) -> Result<Tensor, ModelError>;
 }
 
-/// A convolution with batch-norm folded in, followed by nothing (activation is applied by the
-/// caller so residual additions happen before the ReLU as in TorchVision).
-#[derive(Debug, Clone)]
-struct ConvBn {
-    conv: Conv2d,
+/// Loads `conv_name.weight` and the batch-norm `bn_name.*`, folds them and packs the result for
+/// the channels-last convolution kernel (ReLU fused when `relu`).
+fn load_conv_bn(
+    src: &dyn TensorSource,
+    conv_name: &str,
+    bn_name: &str,
+    stride: usize,
+    padding: usize,
+    relu: bool,
+) -> Result<PackedConv, ModelError> {
+    let weight = src.tensor(&format!("{conv_name}.weight"))?;
+    let shape = weight.dims4()?;
+    let values = |name: &str| -> Result<Vec<f32>, ModelError> {
+        Ok(src.tensor(&format!("{bn_name}.{name}"))?.to_vec1::<f32>()?)
+    };
+    let bn = BatchNorm {
+        gamma: values("weight")?,
+        beta: values("bias")?,
+        mean: values("running_mean")?,
+        var: values("running_var")?,
+    };
+    let mut weight = weight.flatten_all()?.to_vec1::<f32>()?;
+    let bias = bn.fold_into(&mut weight);
+    let shape = [shape.0, shape.1, shape.2, shape.3];
+    Ok(PackedConv::new(
+        &weight, &bias, shape, stride, padding, relu,
+    )?)
 }
 
-impl ConvBn {
-    /// Loads `conv_name.weight` and the batch-norm `bn_name.*`, and folds them.
-    fn load(
-        src: &dyn TensorSource,
-        conv_name: &str,
-        bn_name: &str,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self, ModelError> {
-        let weight = src.tensor(&format!("{conv_name}.weight"))?;
-        let gamma = src.tensor(&format!("{bn_name}.weight"))?;
-        let beta = src.tensor(&format!("{bn_name}.bias"))?;
-        let mean = src.tensor(&format!("{bn_name}.running_mean"))?;
-        let var = src.tensor(&format!("{bn_name}.running_var"))?;
-        let (weight, bias) = fold_batch_norm(&weight, &gamma, &beta, &mean, &var)?;
-        let config = Conv2dConfig {
-            padding,
-            stride,
-            ..Default::default()
-        };
-        Ok(Self {
-            conv: Conv2d::new(weight, Some(bias), config),
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.conv.forward(x)?)
-    }
+/// Eval-mode batch-norm statistics of one layer, one value per channel.
+struct BatchNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
 }
 
-/// Folds an eval-mode batch-norm into the convolution weight `[O, I, kh, kw]`.
-/// Returns the scaled weight and the bias `[O]`, both f32. Arithmetic is done in f64.
-fn fold_batch_norm(
-    weight: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    var: &Tensor,
-) -> Result<(Tensor, Tensor), ModelError> {
-    let f64s = |t: &Tensor| -> Result<Tensor, ModelError> { Ok(t.to_dtype(DType::F64)?) };
-    let scale = f64s(gamma)?.div(&(f64s(var)? + BN_EPS)?.sqrt()?)?;
-    let bias = (f64s(beta)? - f64s(mean)?.mul(&scale)?)?;
-    let out_channels = scale.dim(0)?;
-    let folded = f64s(weight)?.broadcast_mul(&scale.reshape((out_channels, 1, 1, 1))?)?;
-    Ok((folded.to_dtype(DType::F32)?, bias.to_dtype(DType::F32)?))
+impl BatchNorm {
+    /// Folds the batch-norm into the preceding convolution's `O×I×kh×kw` weight, in place, and
+    /// returns the bias `[O]`. Per channel, in f64 and rounded once to f32:
+    /// `s = γ/√(σ²+ε)`, `w' = w·s`, `b' = β − μ·s`.
+    fn fold_into(&self, weight: &mut [f32]) -> Vec<f32> {
+        let per_channel = weight.len() / self.gamma.len().max(1);
+        let mut bias = Vec::with_capacity(self.gamma.len());
+        for (o, filter) in weight.chunks_exact_mut(per_channel).enumerate() {
+            let scale = f64::from(self.gamma[o]) / (f64::from(self.var[o]) + BN_EPS).sqrt();
+            for w in filter {
+                *w = (f64::from(*w) * scale) as f32;
+            }
+            bias.push((f64::from(self.beta[o]) - f64::from(self.mean[o]) * scale) as f32);
+        }
+        bias
+    }
 }
 
 /// TorchVision's `BasicBlock`: two 3×3 convolutions and an identity (or 1×1) shortcut.
+/// `conv2` adds the shortcut and applies the final ReLU in its epilogue.
 #[derive(Debug, Clone)]
 struct BasicBlock {
-    conv1: ConvBn,
-    conv2: ConvBn,
-    downsample: Option<ConvBn>,
+    conv1: PackedConv,
+    conv2: PackedConv,
+    downsample: Option<PackedConv>,
 }
 
 impl BasicBlock {
@@ -260,28 +264,20 @@ impl BasicBlock {
         stride: usize,
         downsample: bool,
     ) -> Result<Self, ModelError> {
-        let conv1 = ConvBn::load(
-            src,
-            &format!("{prefix}.conv1"),
-            &format!("{prefix}.bn1"),
-            stride,
-            1,
-        )?;
-        let conv2 = ConvBn::load(
-            src,
-            &format!("{prefix}.conv2"),
-            &format!("{prefix}.bn2"),
-            1,
-            1,
-        )?;
-        let downsample = if downsample {
-            Some(ConvBn::load(
+        let conv = |name: &str, bn: &str, stride, padding, relu| {
+            load_conv_bn(
                 src,
-                &format!("{prefix}.downsample.0"),
-                &format!("{prefix}.downsample.1"),
+                &format!("{prefix}.{name}"),
+                &format!("{prefix}.{bn}"),
                 stride,
-                0,
-            )?)
+                padding,
+                relu,
+            )
+        };
+        let conv1 = conv("conv1", "bn1", stride, 1, true)?;
+        let conv2 = conv("conv2", "bn2", 1, 1, true)?;
+        let downsample = if downsample {
+            Some(conv("downsample.0", "downsample.1", stride, 0, false)?)
         } else {
             None
         };
@@ -292,21 +288,26 @@ impl BasicBlock {
         })
     }
 
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, all NHWC.
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        let y = self.conv1.forward(x)?.relu()?;
-        let y = self.conv2.forward(&y)?;
+        let y = self.conv1.forward(x)?;
         let shortcut = match &self.downsample {
             Some(ds) => ds.forward(x)?,
             None => x.clone(),
         };
-        Ok((y + shortcut)?.relu()?)
+        Ok(self.conv2.forward_add(&y, &shortcut)?)
     }
 }
 
-/// ResNet-18 with batch-norm folded, ready for inference. Cheap to clone (tensors are shared).
+/// ResNet-18 with batch-norm folded and convolution weights packed, ready for inference.
+/// Cheap to clone (weights are shared).
+///
+/// Internally activations are channels-last (NHWC) and run through the kernels of
+/// [`crate::kernels`]; only the input (NCHW, as TorchVision) and the logits cross the boundary.
 #[derive(Debug, Clone)]
 pub struct ResNet18 {
-    stem: ConvBn,
+    stem: PackedConv,
+    max_pool: MaxPool,
     blocks: Vec<BasicBlock>,
     fc: Linear,
 }
@@ -314,7 +315,7 @@ pub struct ResNet18 {
 impl ResNet18 {
     /// Builds the graph from any tensor source; the caller has validated names and shapes.
     pub fn from_source(src: &dyn TensorSource) -> Result<Self, ModelError> {
-        let stem = ConvBn::load(src, "conv1", "bn1", 2, 3)?;
+        let stem = load_conv_bn(src, "conv1", "bn1", 2, 3, true)?;
         let blocks = block_prefixes()
             .into_iter()
             .map(|(prefix, inp, out, downsample)| {
@@ -323,7 +324,16 @@ impl ResNet18 {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let fc = Linear::new(src.tensor("fc.weight")?, Some(src.tensor("fc.bias")?));
-        Ok(Self { stem, blocks, fc })
+        Ok(Self {
+            stem,
+            max_pool: MaxPool {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            },
+            blocks,
+            fc,
+        })
     }
 
     /// Memory-maps a safetensors file, validates every tensor and builds the graph.
@@ -333,17 +343,16 @@ impl ResNet18 {
         Self::from_source(&file)
     }
 
-    /// Runs the network on a normalised `N×3×224×224` f32 tensor and returns `N×1000` logits.
+    /// Runs the network on a normalised `N×3×224×224` f32 tensor (NCHW, as TorchVision) and
+    /// returns `N×1000` logits.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor, ModelError> {
-        let x = self.stem.forward(images)?.relu()?;
-        // 3×3/2 max-pool with padding 1. After the ReLU every value is ≥ 0, so zero padding gives
-        // the same maximum as PyTorch's −∞ padding (each window holds at least one real value).
-        let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        let nhwc = images.permute((0, 2, 3, 1))?.contiguous()?;
+        let x = self.stem.forward(&nhwc)?;
+        let mut x = self.max_pool.forward(&x)?;
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        let pooled = x.mean((2, 3))?;
+        let pooled = GlobalAvgPool.forward(&x)?;
         Ok(self.fc.forward(&pooled)?)
     }
 }
