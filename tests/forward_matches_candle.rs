@@ -25,7 +25,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 #[test]
-fn fast_forward_matches_stock_candle_resnet18_on_several_inputs() {
+fn fast_forward_matches_stock_candle_resnet18_and_batching_does_not_change_logits() {
     let weights = SyntheticWeights::generate();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("resnet18.safetensors");
@@ -39,38 +39,27 @@ fn fast_forward_matches_stock_candle_resnet18_on_several_inputs() {
     .unwrap();
     let stock = candle_transformers::models::resnet::resnet18(1000, vb).unwrap();
 
-    // A batch of three different images, then single images (batch-1 path, other tilings).
-    for (batch, seed) in [(3, 1), (1, 2), (1, 3)] {
-        let x = input(batch, seed);
-        let expected = stock.forward(&x).unwrap();
-        let got = ours.forward(&x).unwrap();
-        let diff = max_abs_diff(&got, &expected);
-        eprintln!("batch {batch} seed {seed}: max |Δlogit| = {diff}");
-        assert!(
-            diff <= TOLERANCE,
-            "batch {batch} seed {seed}: max |Δlogit| = {diff}"
-        );
-        // Guard against a vacuous comparison: the logits really vary between classes.
-        let flat = expected.flatten_all().unwrap();
-        let max = flat.max(0).unwrap().to_scalar::<f32>().unwrap();
-        let min = flat.min(0).unwrap().to_scalar::<f32>().unwrap();
-        assert!(max - min > 0.1, "logits nearly constant: {min}..{max}");
-    }
-}
+    // Two different images in one batch (batch > 1 tiling), then the second alone (batch-1
+    // tiling: fewer pixels, so channel-split tasks in the small layers).
+    let x = input(2, 1);
+    let expected = stock.forward(&x).unwrap();
+    let batched = ours.forward(&x).unwrap();
+    let diff = max_abs_diff(&batched, &expected);
+    eprintln!("batch 2: max |Δlogit| vs stock candle = {diff}");
+    assert!(diff <= TOLERANCE, "batch 2: max |Δlogit| = {diff}");
+    // Guard against a vacuous comparison: the logits really vary between classes.
+    let flat = expected.flatten_all().unwrap();
+    let max = flat.max(0).unwrap().to_scalar::<f32>().unwrap();
+    let min = flat.min(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!(max - min > 0.1, "logits nearly constant: {min}..{max}");
 
-#[test]
-fn batched_forward_equals_single_forwards() {
-    let weights = SyntheticWeights::generate();
-    let model = ResNet18::from_source(&weights).unwrap();
-    let x = input(2, 9);
-    let batched = model.forward(&x).unwrap();
-    for i in 0..2 {
-        let single = model.forward(&x.narrow(0, i, 1).unwrap()).unwrap();
-        let row = batched.narrow(0, i, 1).unwrap();
-        let diff = max_abs_diff(&single, &row);
-        assert!(
-            diff <= TOLERANCE,
-            "image {i}: batched vs single max diff {diff}"
-        );
-    }
+    let single = ours.forward(&x.narrow(0, 1, 1).unwrap()).unwrap();
+    let diff = max_abs_diff(&single, &expected.narrow(0, 1, 1).unwrap());
+    eprintln!("batch 1: max |Δlogit| vs stock candle = {diff}");
+    assert!(diff <= TOLERANCE, "batch 1: max |Δlogit| = {diff}");
+    let diff = max_abs_diff(&single, &batched.narrow(0, 1, 1).unwrap());
+    assert!(
+        diff <= TOLERANCE,
+        "batched vs single: max |Δlogit| = {diff}"
+    );
 }

@@ -21,6 +21,7 @@ Child modes (`--child ort|torch`, `--cold ort`) are used by the script itself.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -308,6 +309,7 @@ def driver(args):
             tops.setdefault(s, top)
     for s, top in tops.items():
         log(f"cold-start answer of {s}: {top[:200]}")
+    shutil.rmtree(work, ignore_errors=True)  # ~90 MB of weights + ONNX
     print_table(results, cold, args.rounds, args.iters)
 
 
