@@ -14,10 +14,14 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::Linear;
 
-use crate::kernels::{GlobalAvgPool, MaxPool, PackedConv};
+use crate::kernels::{BatchNorm, GlobalAvgPool, MaxPool, PackedConv, fold_batch_norm};
+
+mod file;
+
+pub use file::SafetensorsFile;
 
 /// Number of ImageNet classes the final layer produces.
 pub const NUM_CLASSES: usize = 1000;
@@ -191,61 +195,74 @@ where
 pub trait TensorSource {
     /// Returns the tensor named `name` as f32 on the CPU.
     fn tensor(&self, name: &str) -> Result<Tensor, ModelError>;
+
+    /// Returns the elements of tensor `name` as f32, row-major. Sources that can decode their
+    /// storage directly override this to skip the intermediate tensor.
+    fn values(&self, name: &str) -> Result<Vec<f32>, ModelError> {
+        Ok(self.tensor(name)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
+
+/// Geometry of one convolution as stored in the weights file and run by the kernel.
+#[derive(Debug, Clone, Copy)]
+struct ConvSpec {
+    out_channels: usize,
+    in_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    relu: bool,
 }
 
 /// Loads `conv_name.weight` and the batch-norm `bn_name.*`, folds them and packs the result for
-/// the channels-last convolution kernel (ReLU fused when `relu`).
+/// the channels-last convolution kernel (ReLU fused when `spec.relu`).
+///
+/// The raw weight is read into a temporary vector, folded in place and packed; only the packed
+/// copy survives, so loading holds at most one raw tensor besides the packed model.
 fn load_conv_bn(
     src: &dyn TensorSource,
     conv_name: &str,
     bn_name: &str,
-    stride: usize,
-    padding: usize,
-    relu: bool,
+    spec: ConvSpec,
 ) -> Result<PackedConv, ModelError> {
-    let weight = src.tensor(&format!("{conv_name}.weight"))?;
-    let shape = weight.dims4()?;
-    let values = |name: &str| -> Result<Vec<f32>, ModelError> {
-        Ok(src.tensor(&format!("{bn_name}.{name}"))?.to_vec1::<f32>()?)
-    };
-    let bn = BatchNorm {
-        gamma: values("weight")?,
-        beta: values("bias")?,
-        mean: values("running_mean")?,
-        var: values("running_var")?,
-    };
-    let mut weight = weight.flatten_all()?.to_vec1::<f32>()?;
-    let bias = bn.fold_into(&mut weight);
-    let shape = [shape.0, shape.1, shape.2, shape.3];
-    Ok(PackedConv::new(
-        &weight, &bias, shape, stride, padding, relu,
-    )?)
-}
-
-/// Eval-mode batch-norm statistics of one layer, one value per channel.
-struct BatchNorm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-    mean: Vec<f32>,
-    var: Vec<f32>,
-}
-
-impl BatchNorm {
-    /// Folds the batch-norm into the preceding convolution's `O×I×kh×kw` weight, in place, and
-    /// returns the bias `[O]`. Per channel, in f64 and rounded once to f32:
-    /// `s = γ/√(σ²+ε)`, `w' = w·s`, `b' = β − μ·s`.
-    fn fold_into(&self, weight: &mut [f32]) -> Vec<f32> {
-        let per_channel = weight.len() / self.gamma.len().max(1);
-        let mut bias = Vec::with_capacity(self.gamma.len());
-        for (o, filter) in weight.chunks_exact_mut(per_channel).enumerate() {
-            let scale = f64::from(self.gamma[o]) / (f64::from(self.var[o]) + BN_EPS).sqrt();
-            for w in filter {
-                *w = (f64::from(*w) * scale) as f32;
-            }
-            bias.push((f64::from(self.beta[o]) - f64::from(self.mean[o]) * scale) as f32);
+    let shape = [
+        spec.out_channels,
+        spec.in_channels,
+        spec.kernel,
+        spec.kernel,
+    ];
+    let values = |name: &str, len: usize| -> Result<Vec<f32>, ModelError> {
+        let v = src.values(name)?;
+        if v.len() != len {
+            return Err(ModelError::WrongShape {
+                path: "weights".into(),
+                name: name.to_string(),
+                found: vec![v.len()],
+                expected: vec![len],
+            });
         }
-        bias
-    }
+        Ok(v)
+    };
+    let channels = spec.out_channels;
+    let bn = BatchNorm {
+        gamma: values(&format!("{bn_name}.weight"), channels)?,
+        beta: values(&format!("{bn_name}.bias"), channels)?,
+        mean: values(&format!("{bn_name}.running_mean"), channels)?,
+        var: values(&format!("{bn_name}.running_var"), channels)?,
+        eps: BN_EPS,
+    };
+    let mut weight = values(&format!("{conv_name}.weight"), shape.iter().product())?;
+    let bias = fold_batch_norm(&mut weight, &bn).ok_or_else(|| {
+        candle_core::Error::Msg(format!("{bn_name}: batch-norm does not match {conv_name}"))
+    })?;
+    Ok(PackedConv::new(
+        &weight,
+        &bias,
+        shape,
+        spec.stride,
+        spec.padding,
+        spec.relu,
+    )?)
 }
 
 /// TorchVision's `BasicBlock`: two 3×3 convolutions and an identity (or 1×1) shortcut.
@@ -258,26 +275,40 @@ struct BasicBlock {
 }
 
 impl BasicBlock {
+    /// Loads block `prefix` mapping `inp` to `out` channels; it downsamples (stride 2, 1×1
+    /// shortcut convolution) when the widths differ.
     fn load(
         src: &dyn TensorSource,
         prefix: &str,
-        stride: usize,
+        inp: usize,
+        out: usize,
         downsample: bool,
     ) -> Result<Self, ModelError> {
-        let conv = |name: &str, bn: &str, stride, padding, relu| {
+        let stride = if inp == out { 1 } else { 2 };
+        let conv = |name: &str, bn: &str, spec| {
             load_conv_bn(
                 src,
                 &format!("{prefix}.{name}"),
                 &format!("{prefix}.{bn}"),
-                stride,
-                padding,
-                relu,
+                spec,
             )
         };
-        let conv1 = conv("conv1", "bn1", stride, 1, true)?;
-        let conv2 = conv("conv2", "bn2", 1, 1, true)?;
+        let spec = |in_channels, kernel, stride, padding, relu| ConvSpec {
+            out_channels: out,
+            in_channels,
+            kernel,
+            stride,
+            padding,
+            relu,
+        };
+        let conv1 = conv("conv1", "bn1", spec(inp, 3, stride, 1, true))?;
+        let conv2 = conv("conv2", "bn2", spec(out, 3, 1, 1, true))?;
         let downsample = if downsample {
-            Some(conv("downsample.0", "downsample.1", stride, 0, false)?)
+            Some(conv(
+                "downsample.0",
+                "downsample.1",
+                spec(inp, 1, stride, 0, false),
+            )?)
         } else {
             None
         };
@@ -315,12 +346,19 @@ pub struct ResNet18 {
 impl ResNet18 {
     /// Builds the graph from any tensor source; the caller has validated names and shapes.
     pub fn from_source(src: &dyn TensorSource) -> Result<Self, ModelError> {
-        let stem = load_conv_bn(src, "conv1", "bn1", 2, 3, true)?;
+        let stem_spec = ConvSpec {
+            out_channels: 64,
+            in_channels: 3,
+            kernel: 7,
+            stride: 2,
+            padding: 3,
+            relu: true,
+        };
+        let stem = load_conv_bn(src, "conv1", "bn1", stem_spec)?;
         let blocks = block_prefixes()
             .into_iter()
             .map(|(prefix, inp, out, downsample)| {
-                let stride = if inp == out { 1 } else { 2 };
-                BasicBlock::load(src, &prefix, stride, downsample)
+                BasicBlock::load(src, &prefix, inp, out, downsample)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let fc = Linear::new(src.tensor("fc.weight")?, Some(src.tensor("fc.bias")?));
@@ -336,7 +374,8 @@ impl ResNet18 {
         })
     }
 
-    /// Memory-maps a safetensors file, validates every tensor and builds the graph.
+    /// Opens a safetensors file, validates every tensor and builds the graph (tensors are read
+    /// one at a time and only their packed form is kept).
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let file = SafetensorsFile::open(path)?;
         file.validate()?;
@@ -354,57 +393,6 @@ impl ResNet18 {
         }
         let pooled = GlobalAvgPool.forward(&x)?;
         Ok(self.fc.forward(&pooled)?)
-    }
-}
-
-/// A memory-mapped safetensors file used as a [`TensorSource`].
-pub struct SafetensorsFile {
-    path: String,
-    inner: candle_core::safetensors::MmapedSafetensors,
-}
-
-impl SafetensorsFile {
-    /// Memory-maps `path`. Nothing is read until tensors are requested.
-    pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let display = path.display().to_string();
-        // SAFETY: the file is opened read-only and we never write to it while mapped; a
-        // concurrent external modification would be a deployment error (weights are immutable).
-        let inner =
-            unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
-                ModelError::Unreadable {
-                    path: display.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-        Ok(Self {
-            path: display,
-            inner,
-        })
-    }
-
-    /// Checks presence, shape and dtype of every tensor ResNet-18 needs.
-    pub fn validate(&self) -> Result<(), ModelError> {
-        validate_tensors(&self.path, |name| {
-            let view = self.inner.get(name).ok()?;
-            Some((
-                view.shape().to_vec(),
-                format!("{:?}", view.dtype()).to_lowercase(),
-            ))
-        })
-    }
-}
-
-impl TensorSource for SafetensorsFile {
-    fn tensor(&self, name: &str) -> Result<Tensor, ModelError> {
-        let t = self
-            .inner
-            .load(name, &Device::Cpu)
-            .map_err(|_| ModelError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-                shape: vec![],
-            })?;
-        Ok(t.to_dtype(DType::F32)?)
     }
 }
 

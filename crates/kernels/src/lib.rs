@@ -14,15 +14,25 @@
 //!   pixels) are spread over the rayon global pool, which also helps at batch 1.
 //!
 //! One module per kernel family: [`conv`] (convolution as tiled im2col + GEMM), [`matmul`]
-//! (packed-weight register-blocked matrix multiply for AVX-512 / AVX2) and [`pool`]
-//! (max-pool and global average pool). [`threads`] describes the thread budget.
+//! (packed-weight register-blocked matrix multiply for AVX-512 / AVX2), [`pool`]
+//! (max-pool and global average pool) and [`fold`] (batch-norm folding, run once at load).
+//! [`threads`] describes the thread budget.
+//!
+//! This is a crate of its own (workspace member `crates/kernels`) so that it is compiled with
+//! optimisations even in the test profile: every loop that runs per forward or per load lives
+//! here, while the model graph stays in the main crate's `resnet` module.
 
 pub mod conv;
+pub mod fold;
 pub mod matmul;
 pub mod pool;
 pub mod threads;
 
+#[cfg(test)]
+mod test_support;
+
 pub use conv::PackedConv;
+pub use fold::{BatchNorm, fold_batch_norm};
 pub use pool::{GlobalAvgPool, MaxPool};
 
 /// Borrows the contiguous f32 data of a custom-op input, or explains why it cannot.

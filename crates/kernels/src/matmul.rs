@@ -384,7 +384,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::SplitMix64;
+    use crate::test_support::SplitMix64;
 
     fn random(len: usize, seed: u64) -> Vec<f32> {
         let mut rng = SplitMix64::new(seed);

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::contiguous_f32;
-use super::matmul::{Isa, PackedB};
-use super::threads::{budget, task_count};
+use crate::contiguous_f32;
+use crate::matmul::{Isa, PackedB};
+use crate::threads::{budget, task_count};
 
 /// Output pixels per tile. Small enough that the tile's im2col block
 /// (`ROW_TILE × K` floats, at most 1.3 MB for `K = 4608`) and its output stay in L2.
@@ -465,7 +465,7 @@ impl candle_core::CustomOp2 for WithResidual<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::SplitMix64;
+    use crate::test_support::SplitMix64;
     use candle_core::Device;
 
     /// A reproducible tensor with values in [-1, 1).

@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::contiguous_f32;
+use crate::contiguous_f32;
 
 /// Square max-pooling window with stride and (−∞) padding, as `torch.nn.MaxPool2d`.
 #[derive(Debug, Clone, Copy)]
@@ -120,7 +120,7 @@ impl candle_core::CustomOp1 for GlobalAvgPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::SplitMix64;
+    use crate::test_support::SplitMix64;
     use candle_core::Device;
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
