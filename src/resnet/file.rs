@@ -170,7 +170,10 @@ mod tests {
         let path = write(dir.path(), "ok.safetensors", &tiny_file());
         let file = SafetensorsFile::open(&path).unwrap();
         assert_eq!(file.values("t").unwrap(), vec![1.5, -2.0]);
-        assert_eq!(file.tensor("t").unwrap().to_vec1::<f32>().unwrap(), vec![1.5, -2.0]);
+        assert_eq!(
+            file.tensor("t").unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.5, -2.0]
+        );
         assert!(matches!(
             file.values("absent"),
             Err(ModelError::MissingTensor { .. })

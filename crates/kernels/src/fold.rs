@@ -70,11 +70,12 @@ mod tests {
             eps: 1e-5,
         };
         let weight = random(o * i * k * k, 5, 0.0);
-        let x = Tensor::from_vec(random(2 * i * 7 * 9, 6, 0.0), (2, i, 7, 9), &Device::Cpu)
-            .unwrap();
+        let x =
+            Tensor::from_vec(random(2 * i * 7 * 9, 6, 0.0), (2, i, 7, 9), &Device::Cpu).unwrap();
         let w = Tensor::from_vec(weight.clone(), (o, i, k, k), &Device::Cpu).unwrap();
         // Reference: candle's conv2d, then the batch-norm formula written with candle ops.
-        let per_channel = |v: &[f32]| Tensor::from_vec(v.to_vec(), (1, o, 1, 1), &Device::Cpu).unwrap();
+        let per_channel =
+            |v: &[f32]| Tensor::from_vec(v.to_vec(), (1, o, 1, 1), &Device::Cpu).unwrap();
         let y = x.conv2d(&w, 1, 1, 1, 1).unwrap();
         let denom = (per_channel(&bn.var) + bn.eps).unwrap().sqrt().unwrap();
         let expected = y
