@@ -95,13 +95,17 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--server", default=os.path.join(ROOT, "target/release/resnet18-fc"))
     parser.add_argument("--bench", default=newest(os.path.join(ROOT, "target/release/deps/engine-*")))
+    parser.add_argument("--weights", help="an existing ResNet-18 safetensors file to serve "
+                        "[default: the synthetic weights, written by the bench binary]")
     args = parser.parse_args()
-    if not args.bench:
+    if not args.weights and not args.bench:
         raise SystemExit("no bench binary; run `cargo bench --bench engine --no-run` first")
 
     with tempfile.TemporaryDirectory() as tmp:
-        weights = os.path.join(tmp, "resnet18.safetensors")
-        subprocess.run([args.bench, "--write-weights", weights], check=True, stdout=subprocess.DEVNULL)
+        weights = args.weights or os.path.join(tmp, "resnet18.safetensors")
+        if not args.weights:
+            subprocess.run([args.bench, "--write-weights", weights], check=True,
+                           stdout=subprocess.DEVNULL)
         image = os.path.join(tmp, "image.jpg")
         make_jpeg(image)
         with open(image, "rb") as f:
