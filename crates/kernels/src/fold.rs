@@ -31,7 +31,7 @@ pub fn fold_batch_norm(weight: &mut [f32], bn: &BatchNorm) -> Option<Vec<f32>> {
     let consistent = [bn.beta.len(), bn.mean.len(), bn.var.len()]
         .iter()
         .all(|&len| len == channels);
-    if !consistent || channels == 0 || weight.len() % channels != 0 {
+    if !consistent || channels == 0 || !weight.len().is_multiple_of(channels) {
         return None;
     }
     let per_channel = weight.len() / channels;
