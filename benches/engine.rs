@@ -1,13 +1,20 @@
-//! Engine benchmark: warm batch-1 forward latency at 1 and 2 threads, load time and peak RSS of
-//! resnet18-fc's graph next to stock `candle_transformers::models::resnet::resnet18`, on the same
-//! synthetic weights, in the same invocation.
+//! Engine benchmark: warm forward latency (batch 1 at 1 and 2 threads, batch 8 at 2 threads), load
+//! time and peak RSS of resnet18-fc's graph next to stock
+//! `candle_transformers::models::resnet::resnet18`, on the same synthetic weights, in the same
+//! invocation.
 //!
 //! Run: `cargo bench --bench engine` (optionally `-- --rounds 5 --iters 20`).
 //!
 //! Each measurement runs in a fresh child process (this same executable with `--child`), so load
 //! time and peak RSS (`VmHWM`) are per configuration and the thread count (`RAYON_NUM_THREADS`,
-//! read by candle) is fixed for the whole process. Configurations are interleaved round by round
-//! so machine noise hits all of them alike; the table shows medians and the ratio to stock candle.
+//! read by rayon and candle) is fixed for the whole process. Configurations are interleaved round
+//! by round so machine noise hits all of them alike; the table shows medians and the ratio to
+//! stock candle.
+//!
+//! Modes used by `tools/bench/compare.py` (the comparison with ONNX Runtime and torch):
+//! * `--write-weights PATH` writes the synthetic weights as safetensors;
+//! * `--child IMPL WEIGHTS ITERS [BATCH]` prints one JSON line
+//!   `{"load_ms", "forward_ms", "rss_mb", "logit_sum", "top1"}` (median forward; logits of image 0).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,15 +26,24 @@ use resnet18_fc::preprocess::{Limits, TENSOR_LEN};
 use resnet18_fc::synthetic::SyntheticWeights;
 
 const IMPLS: [&str; 2] = ["resnet18-fc", "candle-stock"];
-const THREADS: [usize; 2] = [1, 2];
+/// (threads, batch) of each measured configuration.
+const CONFIGS: [(usize, usize); 3] = [(1, 1), (2, 1), (2, 8)];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--write-weights") {
+        let path = PathBuf::from(&args[pos + 1]);
+        SyntheticWeights::generate()
+            .write_safetensors(&path)
+            .expect("write weights");
+        return;
+    }
     if let Some(pos) = args.iter().position(|a| a == "--child") {
         let implementation = &args[pos + 1];
         let weights = PathBuf::from(&args[pos + 2]);
         let iters: usize = args[pos + 3].parse().unwrap_or(20);
-        child(implementation, &weights, iters);
+        let batch: usize = args.get(pos + 4).and_then(|b| b.parse().ok()).unwrap_or(1);
+        child(implementation, &weights, iters, batch);
         return;
     }
     let rounds = flag(&args, "--rounds").unwrap_or(3);
@@ -40,12 +56,20 @@ fn flag(args: &[String], name: &str) -> Option<usize> {
     args.get(pos + 1)?.parse().ok()
 }
 
-/// One result line from a child: `impl threads load_ms forward_median_ms peak_rss_kb`.
+/// Results of one configuration over all rounds.
 #[derive(Debug, Clone, Default)]
 struct Sample {
     load_ms: Vec<f64>,
     forward_ms: Vec<f64>,
-    rss_kb: Vec<f64>,
+    rss_mb: Vec<f64>,
+}
+
+fn iters_for(batch: usize, iters: usize) -> usize {
+    if batch == 1 {
+        iters
+    } else {
+        (iters / 4).max(3)
+    }
 }
 
 fn driver(rounds: usize, iters: usize) {
@@ -56,36 +80,32 @@ fn driver(rounds: usize, iters: usize) {
         .write_safetensors(&weights)
         .expect("write weights");
     let exe = std::env::current_exe().expect("current exe");
-    let mut samples = vec![Sample::default(); IMPLS.len() * THREADS.len()];
+    let mut samples = vec![Sample::default(); IMPLS.len() * CONFIGS.len()];
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
         for (i, implementation) in IMPLS.iter().enumerate() {
-            for (t, threads) in THREADS.iter().enumerate() {
+            for (c, (threads, batch)) in CONFIGS.iter().enumerate() {
                 let out = Command::new(&exe)
                     .args([
                         "--child",
                         implementation,
                         &weights.display().to_string(),
-                        &iters.to_string(),
+                        &iters_for(*batch, iters).to_string(),
+                        &batch.to_string(),
                     ])
                     .env("RAYON_NUM_THREADS", threads.to_string())
                     .output()
                     .expect("run child");
                 let text = String::from_utf8_lossy(&out.stdout);
-                let nums: Vec<f64> = text
-                    .split_whitespace()
-                    .filter_map(|w| w.parse().ok())
-                    .collect();
-                assert_eq!(
-                    nums.len(),
-                    3,
-                    "child failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let s = &mut samples[i * THREADS.len() + t];
-                s.load_ms.push(nums[0]);
-                s.forward_ms.push(nums[1]);
-                s.rss_kb.push(nums[2]);
+                let json: serde_json::Value =
+                    serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+                        panic!("child failed: {}", String::from_utf8_lossy(&out.stderr))
+                    });
+                let field = |k: &str| json[k].as_f64().expect("numeric field");
+                let s = &mut samples[i * CONFIGS.len() + c];
+                s.load_ms.push(field("load_ms"));
+                s.forward_ms.push(field("forward_ms"));
+                s.rss_mb.push(field("rss_mb"));
             }
         }
     }
@@ -101,39 +121,50 @@ fn median(v: &[f64]) -> f64 {
 
 fn print_table(samples: &[Sample], rounds: usize, iters: usize) {
     println!(
-        "batch-1 forward, 224x224, synthetic weights; {rounds} interleaved rounds x {iters} iterations"
+        "224x224 forward, synthetic weights; {rounds} interleaved rounds x {iters} iterations \
+         (batch 8: {}); medians",
+        iters_for(8, iters)
     );
     println!(
-        "| implementation | threads | forward median (ms) | ratio to stock | load (ms) | peak RSS (MB) |"
+        "| implementation | threads | batch | forward median (ms) | img/s | ratio to stock | load (ms) | peak RSS (MB) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (i, implementation) in IMPLS.iter().enumerate() {
-        for (t, threads) in THREADS.iter().enumerate() {
-            let s = &samples[i * THREADS.len() + t];
-            let stock = &samples[(IMPLS.len() - 1) * THREADS.len() + t];
+        for (c, (threads, batch)) in CONFIGS.iter().enumerate() {
+            let s = &samples[i * CONFIGS.len() + c];
+            let stock = &samples[(IMPLS.len() - 1) * CONFIGS.len() + c];
+            let ms = median(&s.forward_ms);
             println!(
-                "| {implementation} | {threads} | {:.1} | {:.2}x | {:.0} | {:.0} |",
-                median(&s.forward_ms),
-                median(&s.forward_ms) / median(&stock.forward_ms),
+                "| {implementation} | {threads} | {batch} | {ms:.1} | {:.1} | {:.2}x | {:.0} | {:.0} |",
+                *batch as f64 * 1e3 / ms,
+                ms / median(&stock.forward_ms),
                 median(&s.load_ms),
-                median(&s.rss_kb) / 1024.0
+                median(&s.rss_mb)
             );
         }
     }
 }
 
-/// Loads one implementation, warms it up, times `iters` forwards; prints load, median, VmHWM.
-fn child(implementation: &str, weights: &Path, iters: usize) {
-    let input_data: Vec<f32> = (0..TENSOR_LEN)
+/// The deterministic input of every benchmark (`tools/bench/compare.py` uses the same formula).
+fn bench_input(batch: usize) -> Vec<f32> {
+    let one: Vec<f32> = (0..TENSOR_LEN)
         .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
         .collect();
+    one.repeat(batch)
+}
+
+/// Loads one implementation, warms it up, times `iters` forwards; prints one JSON line.
+fn child(implementation: &str, weights: &Path, iters: usize, batch: usize) {
+    let input_data = bench_input(batch);
     let started = Instant::now();
-    let forward: Box<dyn Fn() -> f32> = match implementation {
+    let forward: Box<dyn Fn() -> Vec<f32>> = match implementation {
         "resnet18-fc" => {
             let classifier =
                 Classifier::load_with_limits(weights, Limits::default()).expect("load");
-            let data = input_data.clone();
-            Box::new(move || classifier.logits(&data, 1).expect("forward")[0][0])
+            Box::new(move || {
+                let mut rows = classifier.logits(&input_data, batch).expect("forward");
+                rows.swap_remove(0)
+            })
         }
         _ => {
             // SAFETY: the benchmark's own temp file, not modified while mapped.
@@ -143,20 +174,19 @@ fn child(implementation: &str, weights: &Path, iters: usize) {
             .expect("mmap");
             let model =
                 candle_transformers::models::resnet::resnet18(1000, vb).expect("stock model");
-            let input =
-                Tensor::from_slice(&input_data, (1, 3, 224, 224), &Device::Cpu).expect("tensor");
+            let input = Tensor::from_slice(&input_data, (batch, 3, 224, 224), &Device::Cpu)
+                .expect("tensor");
             Box::new(move || {
                 let logits = model.forward(&input).expect("forward");
                 logits
-                    .flatten_all()
-                    .and_then(|t| t.get(0))
-                    .and_then(|t| t.to_scalar::<f32>())
-                    .expect("logit")
+                    .get(0)
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .expect("logits")
             })
         }
     };
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    std::hint::black_box(forward());
+    let logits = std::hint::black_box(forward());
     let mut times: Vec<f64> = (0..iters)
         .map(|_| {
             let t = Instant::now();
@@ -165,11 +195,19 @@ fn child(implementation: &str, weights: &Path, iters: usize) {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    println!(
-        "{load_ms:.2} {:.3} {}",
-        times[times.len() / 2],
-        peak_rss_kb()
-    );
+    let top1 = logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i);
+    let line = serde_json::json!({
+        "load_ms": load_ms,
+        "forward_ms": times[times.len() / 2],
+        "rss_mb": peak_rss_kb() as f64 / 1024.0,
+        "logit_sum": logits.iter().map(|&v| f64::from(v)).sum::<f64>(),
+        "top1": top1,
+    });
+    println!("{line}");
 }
 
 fn peak_rss_kb() -> u64 {

@@ -70,17 +70,19 @@ parse_args() {
     done
 }
 
-# Prints the path of a freshly built portable release binary.
+# Prints the path of a freshly built portable release binary (under $CARGO_TARGET_DIR when set).
 build_binary() {
     cd "$repo"
+    local target_dir
+    target_dir=$(absolute "${CARGO_TARGET_DIR:-target}")
     if command -v cargo-zigbuild >/dev/null 2>&1; then
         say "building release binary with cargo-zigbuild for glibc $max_glibc"
         cargo zigbuild --release --locked --target "$zig_target.$max_glibc" >&2
-        printf '%s\n' "$repo/target/$zig_target/release/resnet18-fc"
+        printf '%s\n' "$target_dir/$zig_target/release/resnet18-fc"
     elif grep -qx "$musl_target" <<<"$(rustup target list --installed 2>/dev/null)"; then
         say "building static release binary for $musl_target"
         cargo build --release --locked --target "$musl_target" >&2
-        printf '%s\n' "$repo/target/$musl_target/release/resnet18-fc"
+        printf '%s\n' "$target_dir/$musl_target/release/resnet18-fc"
     else
         die "no portable toolchain found. Install one of:
   pip install cargo-zigbuild ziglang            (glibc $max_glibc build, works offline from PyPI)

@@ -11,7 +11,7 @@ use candle_core::{D, Device, Tensor};
 use serde::Serialize;
 
 use crate::labels;
-use crate::preprocess::{self, INPUT_SIZE, Limits, PreprocessError, TENSOR_LEN};
+use crate::preprocess::{self, INPUT_SIZE, Limits, PreprocessError, Preprocessed, TENSOR_LEN};
 use crate::resnet::{ModelError, NUM_CLASSES, ResNet18, TensorSource};
 
 /// Largest `k` a caller may ask for.
@@ -217,6 +217,27 @@ impl Classifier {
             .collect())
     }
 
+    /// Decodes and preprocesses one encoded image against this classifier's limits, for a later
+    /// batched forward ([`Self::probabilities`]). Errors are the same as [`Self::classify`]'s.
+    pub fn prepare(&self, image: &[u8]) -> Result<Preprocessed, ClassifyError> {
+        Ok(preprocess::preprocess(image, &self.limits)?)
+    }
+
+    /// Softmax probabilities of `count` preprocessed images laid end to end in `chw`
+    /// (`count × 3×224×224` values), one row of 1000 per image, in one forward pass.
+    /// Rank a row with [`top_k`].
+    pub fn probabilities(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let input = Tensor::from_slice(chw, (count, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)
+            .map_err(ModelError::from)?;
+        let logits = self.model.forward(&input)?;
+        let probabilities =
+            candle_nn::ops::softmax(&logits, D::Minus1).map_err(ModelError::from)?;
+        Ok(probabilities.to_vec2::<f32>().map_err(ModelError::from)?)
+    }
+
     /// Raw logits for already-preprocessed CHW data of `count` images (`count × 3×224×224`
     /// values). Used by parity tests and benchmarks.
     pub fn logits(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError> {
@@ -230,21 +251,10 @@ impl Classifier {
     pub fn warm_up(&self) -> Result<(), ClassifyError> {
         self.logits(&vec![0f32; TENSOR_LEN], 1).map(|_| ())
     }
-
-    fn probabilities(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError> {
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let input = Tensor::from_slice(chw, (count, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)
-            .map_err(ModelError::from)?;
-        let logits = self.model.forward(&input)?;
-        let probabilities =
-            candle_nn::ops::softmax(&logits, D::Minus1).map_err(ModelError::from)?;
-        Ok(probabilities.to_vec2::<f32>().map_err(ModelError::from)?)
-    }
 }
 
-fn check_top_k(k: usize) -> Result<(), ClassifyError> {
+/// `Ok` when `k` is a valid number of classes to return (`1..=1000`).
+pub fn check_top_k(k: usize) -> Result<(), ClassifyError> {
     if (1..=MAX_TOP_K).contains(&k) {
         Ok(())
     } else {

@@ -10,14 +10,16 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use resnet18_fc::config::{self, MAX_BODY_BYTES};
 use resnet18_fc::fc::Lifecycle;
 use resnet18_fc::oss::plugins::OssPlugin;
 use resnet18_fc::preprocess::Limits;
+use resnet18_fc::server::batch::{BATCH_MAX_LIMIT, DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS};
 use resnet18_fc::server::{
-    self, DEFAULT_QUEUE, FetchingLoader, ModelLoader, Server, ServerOptions,
+    self, BatchOptions, DEFAULT_QUEUE, FetchingLoader, ModelLoader, Server, ServerOptions,
 };
 use resnet18_fc::weights::FetchOptions;
 
@@ -54,8 +56,19 @@ pub struct ServeArgs {
     /// Requests that may wait for an inference thread; more get 503 + Retry-After.
     #[arg(long, env = "RESNET18_FC_QUEUE", default_value_t = DEFAULT_QUEUE)]
     queue: usize,
-    /// Never download the weights: a missing model file gives 503 `model_not_ready` (without
-    /// this flag the server fetches TorchVision's checkpoint in the background when it is missing).
+    /// Most images merged into one forward pass when requests arrive together; 1 disables
+    /// micro-batching.
+    #[arg(long, env = "RESNET18_FC_BATCH_MAX", default_value_t = DEFAULT_BATCH_MAX,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=BATCH_MAX_LIMIT as u64))]
+    batch_max: usize,
+    /// Longest time (ms) a preprocessed image waits for other requests, already being
+    /// preprocessed, to join its forward pass; 0 = never wait (still batches what is queued).
+    #[arg(long, env = "RESNET18_FC_BATCH_WAIT_MS", default_value_t = DEFAULT_BATCH_WAIT_MS,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    batch_wait_ms: u64,
+    /// Never download the weights: a missing model file gives 503 `model_not_ready` naming the
+    /// ways to get it (without this flag the server downloads TorchVision's checkpoint once, in
+    /// the background, when it is missing: progress bar on a terminal, log lines otherwise).
     #[arg(long, env = "RESNET18_FC_OFFLINE")]
     offline: bool,
 }
@@ -89,10 +102,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             max_pixels: args.max_pixels,
             exact_jpeg: args.exact_jpeg,
         },
-        fetch: FetchOptions {
-            progress: false,
-            ..FetchOptions::from_env()
-        },
+        // A missing model is downloaded once: a progress bar when stderr is a terminal, log
+        // lines otherwise; failures answer 503 with the next steps (`weights::EnsureError`).
+        fetch: FetchOptions::from_env(),
         offline: args.offline,
     };
     // OSS: `{"url"}` images and upload events (OSS_ENDPOINT, RESULT_PREFIX, … from the env).
@@ -101,11 +113,17 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         workers,
         queue: args.queue,
+        batch: BatchOptions {
+            max: args.batch_max,
+            wait: Duration::from_millis(args.batch_wait_ms),
+        },
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         workers,
         queue = args.queue,
+        batch_max = args.batch_max,
+        batch_wait_ms = args.batch_wait_ms,
         max_body_bytes = args.max_body_bytes,
         max_pixels = args.max_pixels,
         exact_jpeg = args.exact_jpeg,
@@ -130,7 +148,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         server::run(listener, server, Lifecycle::new()).await?;
         Ok(())
     });
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 

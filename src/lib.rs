@@ -9,6 +9,7 @@ pub mod api;
 pub mod classifier;
 pub mod config;
 pub mod fc;
+pub use resnet18_kernels as kernels;
 pub mod labels;
 pub mod oss;
 pub mod preprocess;

@@ -14,8 +14,14 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear};
+use candle_core::{Module, Tensor};
+use candle_nn::Linear;
+
+use crate::kernels::{BatchNorm, GlobalAvgPool, MaxPool, PackedConv, fold_batch_norm};
+
+mod file;
+
+pub use file::SafetensorsFile;
 
 /// Number of ImageNet classes the final layer produces.
 pub const NUM_CLASSES: usize = 1000;
@@ -189,98 +195,119 @@ where
 pub trait TensorSource {
     /// Returns the tensor named `name` as f32 on the CPU.
     fn tensor(&self, name: &str) -> Result<Tensor, ModelError>;
-}
 
-/// A convolution with batch-norm folded in, followed by nothing (activation is applied by the
-/// caller so residual additions happen before the ReLU as in TorchVision).
-#[derive(Debug, Clone)]
-struct ConvBn {
-    conv: Conv2d,
-}
-
-impl ConvBn {
-    /// Loads `conv_name.weight` and the batch-norm `bn_name.*`, and folds them.
-    fn load(
-        src: &dyn TensorSource,
-        conv_name: &str,
-        bn_name: &str,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self, ModelError> {
-        let weight = src.tensor(&format!("{conv_name}.weight"))?;
-        let gamma = src.tensor(&format!("{bn_name}.weight"))?;
-        let beta = src.tensor(&format!("{bn_name}.bias"))?;
-        let mean = src.tensor(&format!("{bn_name}.running_mean"))?;
-        let var = src.tensor(&format!("{bn_name}.running_var"))?;
-        let (weight, bias) = fold_batch_norm(&weight, &gamma, &beta, &mean, &var)?;
-        let config = Conv2dConfig {
-            padding,
-            stride,
-            ..Default::default()
-        };
-        Ok(Self {
-            conv: Conv2d::new(weight, Some(bias), config),
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.conv.forward(x)?)
+    /// Returns the elements of tensor `name` as f32, row-major. Sources that can decode their
+    /// storage directly override this to skip the intermediate tensor.
+    fn values(&self, name: &str) -> Result<Vec<f32>, ModelError> {
+        Ok(self.tensor(name)?.flatten_all()?.to_vec1::<f32>()?)
     }
 }
 
-/// Folds an eval-mode batch-norm into the convolution weight `[O, I, kh, kw]`.
-/// Returns the scaled weight and the bias `[O]`, both f32. Arithmetic is done in f64.
-fn fold_batch_norm(
-    weight: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    var: &Tensor,
-) -> Result<(Tensor, Tensor), ModelError> {
-    let f64s = |t: &Tensor| -> Result<Tensor, ModelError> { Ok(t.to_dtype(DType::F64)?) };
-    let scale = f64s(gamma)?.div(&(f64s(var)? + BN_EPS)?.sqrt()?)?;
-    let bias = (f64s(beta)? - f64s(mean)?.mul(&scale)?)?;
-    let out_channels = scale.dim(0)?;
-    let folded = f64s(weight)?.broadcast_mul(&scale.reshape((out_channels, 1, 1, 1))?)?;
-    Ok((folded.to_dtype(DType::F32)?, bias.to_dtype(DType::F32)?))
+/// Geometry of one convolution as stored in the weights file and run by the kernel.
+#[derive(Debug, Clone, Copy)]
+struct ConvSpec {
+    out_channels: usize,
+    in_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    relu: bool,
+}
+
+/// Loads `conv_name.weight` and the batch-norm `bn_name.*`, folds them and packs the result for
+/// the channels-last convolution kernel (ReLU fused when `spec.relu`).
+///
+/// The raw weight is read into a temporary vector, folded in place and packed; only the packed
+/// copy survives, so loading holds at most one raw tensor besides the packed model.
+fn load_conv_bn(
+    src: &dyn TensorSource,
+    conv_name: &str,
+    bn_name: &str,
+    spec: ConvSpec,
+) -> Result<PackedConv, ModelError> {
+    let shape = [
+        spec.out_channels,
+        spec.in_channels,
+        spec.kernel,
+        spec.kernel,
+    ];
+    let values = |name: &str, len: usize| -> Result<Vec<f32>, ModelError> {
+        let v = src.values(name)?;
+        if v.len() != len {
+            return Err(ModelError::WrongShape {
+                path: "weights".into(),
+                name: name.to_string(),
+                found: vec![v.len()],
+                expected: vec![len],
+            });
+        }
+        Ok(v)
+    };
+    let channels = spec.out_channels;
+    let bn = BatchNorm {
+        gamma: values(&format!("{bn_name}.weight"), channels)?,
+        beta: values(&format!("{bn_name}.bias"), channels)?,
+        mean: values(&format!("{bn_name}.running_mean"), channels)?,
+        var: values(&format!("{bn_name}.running_var"), channels)?,
+        eps: BN_EPS,
+    };
+    let mut weight = values(&format!("{conv_name}.weight"), shape.iter().product())?;
+    let bias = fold_batch_norm(&mut weight, &bn).ok_or_else(|| {
+        candle_core::Error::Msg(format!("{bn_name}: batch-norm does not match {conv_name}"))
+    })?;
+    Ok(PackedConv::new(
+        &weight,
+        &bias,
+        shape,
+        spec.stride,
+        spec.padding,
+        spec.relu,
+    )?)
 }
 
 /// TorchVision's `BasicBlock`: two 3×3 convolutions and an identity (or 1×1) shortcut.
+/// `conv2` adds the shortcut and applies the final ReLU in its epilogue.
 #[derive(Debug, Clone)]
 struct BasicBlock {
-    conv1: ConvBn,
-    conv2: ConvBn,
-    downsample: Option<ConvBn>,
+    conv1: PackedConv,
+    conv2: PackedConv,
+    downsample: Option<PackedConv>,
 }
 
 impl BasicBlock {
+    /// Loads block `prefix` mapping `inp` to `out` channels; it downsamples (stride 2, 1×1
+    /// shortcut convolution) when the widths differ.
     fn load(
         src: &dyn TensorSource,
         prefix: &str,
-        stride: usize,
+        inp: usize,
+        out: usize,
         downsample: bool,
     ) -> Result<Self, ModelError> {
-        let conv1 = ConvBn::load(
-            src,
-            &format!("{prefix}.conv1"),
-            &format!("{prefix}.bn1"),
-            stride,
-            1,
-        )?;
-        let conv2 = ConvBn::load(
-            src,
-            &format!("{prefix}.conv2"),
-            &format!("{prefix}.bn2"),
-            1,
-            1,
-        )?;
-        let downsample = if downsample {
-            Some(ConvBn::load(
+        let stride = if inp == out { 1 } else { 2 };
+        let conv = |name: &str, bn: &str, spec| {
+            load_conv_bn(
                 src,
-                &format!("{prefix}.downsample.0"),
-                &format!("{prefix}.downsample.1"),
-                stride,
-                0,
+                &format!("{prefix}.{name}"),
+                &format!("{prefix}.{bn}"),
+                spec,
+            )
+        };
+        let spec = |in_channels, kernel, stride, padding, relu| ConvSpec {
+            out_channels: out,
+            in_channels,
+            kernel,
+            stride,
+            padding,
+            relu,
+        };
+        let conv1 = conv("conv1", "bn1", spec(inp, 3, stride, 1, true))?;
+        let conv2 = conv("conv2", "bn2", spec(out, 3, 1, 1, true))?;
+        let downsample = if downsample {
+            Some(conv(
+                "downsample.0",
+                "downsample.1",
+                spec(inp, 1, stride, 0, false),
             )?)
         } else {
             None
@@ -292,21 +319,26 @@ impl BasicBlock {
         })
     }
 
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, all NHWC.
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        let y = self.conv1.forward(x)?.relu()?;
-        let y = self.conv2.forward(&y)?;
+        let y = self.conv1.forward(x)?;
         let shortcut = match &self.downsample {
             Some(ds) => ds.forward(x)?,
             None => x.clone(),
         };
-        Ok((y + shortcut)?.relu()?)
+        Ok(self.conv2.forward_add(&y, &shortcut)?)
     }
 }
 
-/// ResNet-18 with batch-norm folded, ready for inference. Cheap to clone (tensors are shared).
+/// ResNet-18 with batch-norm folded and convolution weights packed, ready for inference.
+/// Cheap to clone (weights are shared).
+///
+/// Internally activations are channels-last (NHWC) and run through the kernels of
+/// [`crate::kernels`]; only the input (NCHW, as TorchVision) and the logits cross the boundary.
 #[derive(Debug, Clone)]
 pub struct ResNet18 {
-    stem: ConvBn,
+    stem: PackedConv,
+    max_pool: MaxPool,
     blocks: Vec<BasicBlock>,
     fc: Linear,
 }
@@ -314,88 +346,53 @@ pub struct ResNet18 {
 impl ResNet18 {
     /// Builds the graph from any tensor source; the caller has validated names and shapes.
     pub fn from_source(src: &dyn TensorSource) -> Result<Self, ModelError> {
-        let stem = ConvBn::load(src, "conv1", "bn1", 2, 3)?;
+        let stem_spec = ConvSpec {
+            out_channels: 64,
+            in_channels: 3,
+            kernel: 7,
+            stride: 2,
+            padding: 3,
+            relu: true,
+        };
+        let stem = load_conv_bn(src, "conv1", "bn1", stem_spec)?;
         let blocks = block_prefixes()
             .into_iter()
             .map(|(prefix, inp, out, downsample)| {
-                let stride = if inp == out { 1 } else { 2 };
-                BasicBlock::load(src, &prefix, stride, downsample)
+                BasicBlock::load(src, &prefix, inp, out, downsample)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let fc = Linear::new(src.tensor("fc.weight")?, Some(src.tensor("fc.bias")?));
-        Ok(Self { stem, blocks, fc })
+        Ok(Self {
+            stem,
+            max_pool: MaxPool {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            },
+            blocks,
+            fc,
+        })
     }
 
-    /// Memory-maps a safetensors file, validates every tensor and builds the graph.
+    /// Opens a safetensors file, validates every tensor and builds the graph (tensors are read
+    /// one at a time and only their packed form is kept).
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let file = SafetensorsFile::open(path)?;
         file.validate()?;
         Self::from_source(&file)
     }
 
-    /// Runs the network on a normalised `N×3×224×224` f32 tensor and returns `N×1000` logits.
+    /// Runs the network on a normalised `N×3×224×224` f32 tensor (NCHW, as TorchVision) and
+    /// returns `N×1000` logits.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor, ModelError> {
-        let x = self.stem.forward(images)?.relu()?;
-        // 3×3/2 max-pool with padding 1. After the ReLU every value is ≥ 0, so zero padding gives
-        // the same maximum as PyTorch's −∞ padding (each window holds at least one real value).
-        let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        let nhwc = images.permute((0, 2, 3, 1))?.contiguous()?;
+        let x = self.stem.forward(&nhwc)?;
+        let mut x = self.max_pool.forward(&x)?;
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        let pooled = x.mean((2, 3))?;
+        let pooled = GlobalAvgPool.forward(&x)?;
         Ok(self.fc.forward(&pooled)?)
-    }
-}
-
-/// A memory-mapped safetensors file used as a [`TensorSource`].
-pub struct SafetensorsFile {
-    path: String,
-    inner: candle_core::safetensors::MmapedSafetensors,
-}
-
-impl SafetensorsFile {
-    /// Memory-maps `path`. Nothing is read until tensors are requested.
-    pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let display = path.display().to_string();
-        // SAFETY: the file is opened read-only and we never write to it while mapped; a
-        // concurrent external modification would be a deployment error (weights are immutable).
-        let inner =
-            unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
-                ModelError::Unreadable {
-                    path: display.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-        Ok(Self {
-            path: display,
-            inner,
-        })
-    }
-
-    /// Checks presence, shape and dtype of every tensor ResNet-18 needs.
-    pub fn validate(&self) -> Result<(), ModelError> {
-        validate_tensors(&self.path, |name| {
-            let view = self.inner.get(name).ok()?;
-            Some((
-                view.shape().to_vec(),
-                format!("{:?}", view.dtype()).to_lowercase(),
-            ))
-        })
-    }
-}
-
-impl TensorSource for SafetensorsFile {
-    fn tensor(&self, name: &str) -> Result<Tensor, ModelError> {
-        let t = self
-            .inner
-            .load(name, &Device::Cpu)
-            .map_err(|_| ModelError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-                shape: vec![],
-            })?;
-        Ok(t.to_dtype(DType::F32)?)
     }
 }
 

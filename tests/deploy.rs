@@ -1021,3 +1021,63 @@ mod fc_start {
         );
     }
 }
+
+/// The README as a new user reads it: every file of this repository it names must exist.
+mod readme {
+    use super::repo;
+
+    /// Directories whose files the README names; `model/` is left out (its weights are made by
+    /// the commands the README shows, not shipped).
+    const PREFIXES: [&str; 8] = [
+        "src/",
+        "tests/",
+        "tools/",
+        "scripts/",
+        ".ci/",
+        "examples/",
+        "benches/",
+        "fuzz/",
+    ];
+
+    /// Repository paths mentioned in `text`: words starting with one of [`PREFIXES`], without
+    /// wildcards or placeholders, trailing punctuation removed.
+    fn mentioned_paths(text: &str) -> Vec<String> {
+        let separators = |c: char| c.is_whitespace() || "`'\"()[]|,;=".contains(c);
+        let mut paths: Vec<String> = text
+            .split(separators)
+            .map(|w| w.trim_end_matches(['.', ':', '…']))
+            .filter(|w| PREFIXES.iter().any(|p| w.starts_with(p)))
+            .filter(|w| !w.contains(['*', '<', '>', '{', '$', '…']))
+            .map(str::to_owned)
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    #[test]
+    fn path_extraction_keeps_real_paths_and_skips_patterns() {
+        let text = "run `bash .ci/run`, see (tests/fixtures/golden/chelsea.jpg). \
+                    Globs src/cli_*.rs and <file> and tools/x/{a,b} are skipped; cp src/a.rs:";
+        assert_eq!(
+            mentioned_paths(text),
+            [".ci/run", "src/a.rs", "tests/fixtures/golden/chelsea.jpg"]
+        );
+    }
+
+    #[test]
+    fn every_repository_path_in_the_readme_exists() {
+        let root = repo();
+        let text = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let paths = mentioned_paths(&text);
+        assert!(
+            paths.len() >= 10,
+            "too few paths found, extraction broken? {paths:?}"
+        );
+        let missing: Vec<&String> = paths.iter().filter(|p| !root.join(p).exists()).collect();
+        assert!(
+            missing.is_empty(),
+            "README names missing files: {missing:?}"
+        );
+    }
+}

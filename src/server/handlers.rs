@@ -55,8 +55,8 @@ pub async fn index() -> Response {
         .into_response()
 }
 
-/// `GET /healthz`: readiness, model facts, version and pool size. 200 when the model is ready,
-/// 503 otherwise (same body).
+/// `GET /healthz`: readiness, model facts, version, pool size and batching counters
+/// ([`BatchStats`](super::BatchStats)). 200 when the model is ready, 503 otherwise (same body).
 pub async fn healthz(
     State(state): State<Arc<AppState>>,
     Extension(context): Extension<FcContext>,
@@ -80,6 +80,7 @@ pub async fn healthz(
         "workers": pool.workers(),
         "queue": pool.queue_capacity(),
         "admitted": pool.admitted(),
+        "batching": state.core.batcher().stats(),
         "request_id": context.request_id,
     });
     (status, axum::Json(body)).into_response()

@@ -9,9 +9,12 @@
 //! lifecycle     /initialize    load + warm up the model
 //! ```
 //!
+//! CPU work runs on the bounded [`pool`]; concurrent forwards are merged by [`batch`].
+//!
 //! Build a [`Server`], then either [`Server::router`] (for the FC adapter and a listener of your
 //! own) or [`run`] (bind, serve, drain on stop).
 
+pub mod batch;
 pub mod handlers;
 pub mod model;
 pub mod plugins;
@@ -25,6 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
+pub use batch::{BatchOptions, BatchStats, Batcher};
 pub use model::{FetchingLoader, FileLoader, LoadError, ModelLoader, ModelSlot, Readiness};
 pub use plugins::{BoxFuture, Classified, ClassifyHandle, EventHandler, ImageFetcher};
 pub use pool::{Admission, InferencePool, PoolError};
@@ -41,6 +45,8 @@ pub struct ServerOptions {
     pub workers: usize,
     /// Requests that may wait for a worker before new ones get 503.
     pub queue: usize,
+    /// Micro-batching of concurrent requests into one forward pass.
+    pub batch: BatchOptions,
 }
 
 impl Default for ServerOptions {
@@ -50,6 +56,7 @@ impl Default for ServerOptions {
             max_body_bytes: MAX_BODY_BYTES,
             workers,
             queue: DEFAULT_QUEUE,
+            batch: BatchOptions::default(),
         }
     }
 }
@@ -83,7 +90,7 @@ impl Server {
     pub fn with_slot(slot: Arc<ModelSlot>, options: ServerOptions) -> Self {
         let pool = InferencePool::new(options.workers, options.queue);
         let state = AppState {
-            core: ClassifyHandle::new(slot, pool),
+            core: ClassifyHandle::new(slot, pool, options.batch),
             fetcher: None,
             events: None,
             max_body_bytes: options.max_body_bytes.min(MAX_BODY_BYTES),

@@ -4,7 +4,7 @@
 //!   400 `url_not_supported`.
 //! - [`EventHandler`]: handles `/invoke` bodies `{"events": [...]}` (OSS trigger). Without one,
 //!   they get `unsupported_event` (404 + `x-fc-status: 404`, as for every failed event).
-//! - [`ClassifyHandle`]: classify bytes through the shared model and bounded pool; handed to
+//! - [`ClassifyHandle`]: classify bytes through the shared model, bounded pool and batcher; handed to
 //!   event handlers so they never touch the model directly.
 
 use std::future::Future;
@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::batch::{BatchError, BatchOptions, Batcher};
 use super::model::ModelSlot;
 use super::pool::{InferencePool, PoolError};
 use crate::api::{ApiError, ImageSource, PredictionJson, millis};
+use crate::classifier::check_top_k;
 use crate::fc::FcContext;
 
 /// A boxed, sendable future (what the seam traits return).
@@ -52,23 +54,31 @@ pub struct Classified {
     pub predictions: Vec<PredictionJson>,
     /// Decoding plus preprocessing.
     pub decode: Duration,
-    /// Forward pass.
+    /// The forward pass this image was part of (shared by its batch).
     pub inference: Duration,
-    /// Waiting for a free worker.
+    /// Waiting for a free worker, and in the batch queue.
     pub queued: Duration,
+    /// Images in that forward pass (1 when not batched).
+    pub batch_size: usize,
 }
 
-/// Classification through the shared model and the bounded pool. Cheap to clone.
+/// Classification through the shared model, the bounded pool and the batcher. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ClassifyHandle {
     slot: Arc<ModelSlot>,
     pool: InferencePool,
+    batcher: Batcher,
 }
 
 impl ClassifyHandle {
-    /// A handle over `slot` and `pool`.
-    pub fn new(slot: Arc<ModelSlot>, pool: InferencePool) -> Self {
-        Self { slot, pool }
+    /// A handle over `slot` and `pool`, batching forwards as `batch` says.
+    pub fn new(slot: Arc<ModelSlot>, pool: InferencePool, batch: BatchOptions) -> Self {
+        let batcher = Batcher::new(pool.clone(), batch);
+        Self {
+            slot,
+            pool,
+            batcher,
+        }
     }
 
     /// The model slot.
@@ -81,44 +91,65 @@ impl ClassifyHandle {
         &self.pool
     }
 
+    /// The batcher (its [`Batcher::stats`] count forwards by batch size).
+    pub fn batcher(&self) -> &Batcher {
+        &self.batcher
+    }
+
     /// Classifies one encoded image; `top_k` must already be validated.
     pub async fn classify(&self, image: Bytes, top_k: usize) -> Result<Classified, ApiError> {
         self.classify_source(ImageSource::Bytes(image), top_k).await
     }
 
-    /// Classifies an inline or raw image (base64 is decoded on the pool, not the runtime).
-    /// Fails with 503 when the pool is full or the model is not loaded.
+    /// Classifies an inline or raw image: base64 and image decoding run as one job on the
+    /// pool, then the preprocessed image joins a batched forward ([`Batcher`]). Fails with
+    /// 503 when the pool is full or the model is not loaded; a bad image fails in its first
+    /// job and never joins a batch.
     pub async fn classify_source(
         &self,
         source: ImageSource,
         top_k: usize,
     ) -> Result<Classified, ApiError> {
+        check_top_k(top_k)?;
+        // Counted as "about to join a batch" from before admission (so a request counted in
+        // `admitted` is always counted here too) until its image is queued or it fails.
+        let preparing = self.batcher.preparing();
         let admission = self.pool.try_admit().map_err(pool_error)?;
         let classifier = self.slot.get(&self.pool).await.map_err(|e| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_not_ready", e.0)
                 .with_retry_after(5)
         })?;
         let queued_since = Instant::now();
+        let preparer = Arc::clone(&classifier);
         let job = move || {
             let queued = queued_since.elapsed();
             let bytes = source.into_bytes()?;
-            let prediction = classifier.classify(&bytes, top_k)?;
-            Ok::<_, ApiError>(Classified {
-                predictions: prediction
-                    .classes
-                    .iter()
-                    .map(PredictionJson::from)
-                    .collect(),
-                decode: prediction.timing.decode + prediction.timing.preprocess,
-                inference: prediction.timing.inference,
-                queued,
-            })
+            let prepared = preparer.prepare(&bytes)?;
+            Ok::<_, ApiError>((prepared, queued))
         };
-        let classified = self.pool.run(admission, job).await.map_err(pool_error)??;
+        let (prepared, admission) = self
+            .pool
+            .run_keeping(admission, job)
+            .await
+            .map_err(pool_error)?;
+        let (prepared, queued) = prepared?;
+        let ranked = self
+            .batcher
+            .classify(classifier, prepared.chw, top_k, Some(admission), preparing)
+            .await
+            .map_err(batch_error)?;
+        let classified = Classified {
+            predictions: ranked.classes.iter().map(PredictionJson::from).collect(),
+            decode: prepared.decode + prepared.transform,
+            inference: ranked.inference,
+            queued: queued + ranked.waited,
+            batch_size: ranked.batch_size,
+        };
         tracing::debug!(
             queued_ms = millis(classified.queued),
             decode_ms = millis(classified.decode),
             inference_ms = millis(classified.inference),
+            batch = classified.batch_size,
             top = classified.predictions.first().map(|p| p.index),
             "classified"
         );
@@ -135,5 +166,16 @@ fn pool_error(e: PoolError) -> ApiError {
         PoolError::Panicked => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         }
+    }
+}
+
+fn batch_error(e: BatchError) -> ApiError {
+    match e {
+        BatchError::Model(e) => ApiError::from(e),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            other.to_string(),
+        ),
     }
 }

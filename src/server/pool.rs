@@ -93,7 +93,25 @@ impl InferencePool {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.run_inner(Some(admission), job).await
+        self.run_inner(Some(admission), job)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Like [`Self::run`] but hands the admission back with the result, for a request that
+    /// has more work to do (its next job). If the caller is gone when the job ends, the
+    /// admission is released then.
+    pub async fn run_keeping<T, F>(
+        &self,
+        admission: Admission,
+        job: F,
+    ) -> Result<(T, Admission), PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (value, admission) = self.run_inner(Some(admission), job).await?;
+        admission.map(|a| (value, a)).ok_or(PoolError::Panicked)
     }
 
     /// Like [`Self::run`] but outside the admission limit, for internal work (model loading)
@@ -103,36 +121,67 @@ impl InferencePool {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.run_inner(None, job).await
+        self.run_inner(None, job).await.map(|(value, _)| value)
     }
 
-    async fn run_inner<T, F>(&self, admission: Option<Admission>, job: F) -> Result<T, PoolError>
+    async fn run_inner<T, F>(
+        &self,
+        admission: Option<Admission>,
+        job: F,
+    ) -> Result<(T, Option<Admission>), PoolError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let running = Arc::clone(&self.running)
-            .acquire_owned()
-            .await
-            .map_err(|_| PoolError::Panicked)?;
+        let worker = self.worker().await?;
         let (tx, rx) = oneshot::channel();
-        let span = tracing::Span::current();
-        rayon::spawn(move || {
-            let _enter = span.enter();
+        self.spawn(worker, move || {
             let result = catch_unwind(AssertUnwindSafe(job));
-            drop(running);
-            drop(admission);
             if result.is_err() {
                 tracing::error!("inference job panicked");
             }
-            // The receiver is gone when the client disconnected; nothing to do then.
-            let _ = tx.send(result);
+            // The receiver is gone when the client disconnected: the admission is dropped
+            // with the unsent value, here, at the end of the job.
+            let _ = tx.send((result, admission));
         });
         match rx.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) | Err(_) => Err(PoolError::Panicked),
+            Ok((Ok(value), admission)) => Ok((value, admission)),
+            Ok((Err(_), _)) | Err(_) => Err(PoolError::Panicked),
         }
     }
+
+    /// Waits until fewer than `workers` jobs run and reserves the place of one more. Waiters
+    /// are served in arrival order.
+    pub async fn worker(&self) -> Result<Worker, PoolError> {
+        Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map(|permit| Worker { _permit: permit })
+            .map_err(|_| PoolError::Panicked)
+    }
+
+    /// Starts `job` on the inference threads in `worker`'s place and returns at once; the place
+    /// is freed when the job returns or panics. A panic is contained here (and logged), so a
+    /// job that must report one catches it itself.
+    pub fn spawn<F>(&self, worker: Worker, job: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let span = tracing::Span::current();
+        rayon::spawn(move || {
+            let _enter = span.enter();
+            if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                tracing::error!("inference job panicked outside its own guard");
+            }
+            drop(worker);
+        });
+    }
+}
+
+/// The place of one running job, obtained with [`InferencePool::worker`]; freed on drop.
+#[derive(Debug)]
+pub struct Worker {
+    _permit: OwnedSemaphorePermit,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! any case checked against a pinned sha256, so the trust store only guards availability, not
 //! integrity.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ pub struct FetchOptions {
     pub sha256: String,
     /// Where the safetensors file goes; `MANIFEST` is written beside it.
     pub model_path: PathBuf,
-    /// Draw a progress bar on stderr (only shown when stderr is a terminal).
+    /// Report progress: a bar on stderr when it is a terminal, else log lines (`tracing`).
     pub progress: bool,
     /// How to convert the checkpoint.
     pub convert: ConvertOptions,
@@ -172,26 +173,125 @@ pub fn fetch_model(opts: &FetchOptions) -> Result<FetchReport, WeightsError> {
 }
 
 /// Makes sure the weights file `path` exists: present → [`EnsureOutcome::Present`]; missing and
-/// `offline` → [`WeightsError::ModelMissing`] naming the command to run; missing and online →
-/// [`fetch_model`] into `path` (blocking; from async code call it in `spawn_blocking`).
+/// `offline` → [`EnsureError::Offline`]; missing and online → [`fetch_model`] into `path`
+/// (blocking; from async code call it in `spawn_blocking`), announced in the log first, and a
+/// failure becomes [`EnsureError::FetchFailed`]. Both errors say what to do next.
 pub fn ensure_model(
     path: &Path,
     opts: &FetchOptions,
     offline: bool,
-) -> Result<EnsureOutcome, WeightsError> {
+) -> Result<EnsureOutcome, EnsureError> {
     if path.is_file() {
         return Ok(EnsureOutcome::Present);
     }
+    let advice = Advice::new(path, opts);
     if offline {
-        return Err(WeightsError::ModelMissing {
-            path: path.display().to_string(),
-        });
+        return Err(EnsureError::Offline { advice });
     }
     let opts = FetchOptions {
         model_path: path.to_path_buf(),
         ..opts.clone()
     };
-    fetch_model(&opts).map(|r| EnsureOutcome::Fetched(Box::new(r)))
+    tracing::info!(
+        model = %path.display(),
+        url = %redact_url(&opts.url),
+        "weights missing: downloading them once (sha256-checked); pass --offline to never download"
+    );
+    match fetch_model(&opts) {
+        Ok(report) => {
+            tracing::info!(
+                model = %report.model.display(),
+                sha256 = %report.manifest.source_sha256,
+                "weights downloaded, verified and installed"
+            );
+            Ok(EnsureOutcome::Fetched(Box::new(report)))
+        }
+        Err(error) => Err(EnsureError::FetchFailed {
+            error: Box::new(error),
+            advice,
+        }),
+    }
+}
+
+/// Why [`ensure_model`] could not provide the weights; the message ends with what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    /// The file is missing and downloading is not allowed (`--offline`, and always inside FC).
+    #[error(
+        "the weights file {path} is missing and downloads are disabled (--offline / \
+         RESNET18_FC_OFFLINE). {advice} Or start without --offline to download them \
+         automatically. Inside Function Compute the package lacks the weights: rebuild it with \
+         `scripts/package.sh` and deploy again.",
+        path = advice.path
+    )]
+    Offline {
+        /// The next steps, naming the file.
+        advice: Advice,
+    },
+    /// The file is missing and the download (or its verification, or conversion) failed.
+    #[error(
+        "the weights file {path} is missing and could not be downloaded: {error}. Check the \
+         network (HTTPS_PROXY is honoured) and retry: `resnet18-fc fetch-model --model-dir \
+         {dir}` shows a progress bar, and the server retries on the next request or `POST \
+         /initialize`. {advice} To never download, pass --offline.",
+        path = advice.path,
+        dir = advice.dir
+    )]
+    FetchFailed {
+        /// What went wrong.
+        #[source]
+        error: Box<WeightsError>,
+        /// The next steps, naming the file.
+        advice: Advice,
+    },
+}
+
+/// The ways to get the weights without this process downloading them, rendered as sentences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advice {
+    /// The missing weights file.
+    pub path: String,
+    /// Its directory (`fetch-model --model-dir`).
+    pub dir: String,
+    /// Checkpoint URL (redacted).
+    pub url: String,
+    /// Its expected sha256.
+    pub sha256: String,
+}
+
+impl Advice {
+    fn new(path: &Path, opts: &FetchOptions) -> Self {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.display().to_string(),
+            _ => ".".to_owned(),
+        };
+        Self {
+            path: path.display().to_string(),
+            dir,
+            url: redact_url(&opts.url),
+            sha256: opts.sha256.trim().to_ascii_lowercase(),
+        }
+    }
+}
+
+impl std::fmt::Display for Advice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            path,
+            dir,
+            url,
+            sha256,
+        } = self;
+        write!(
+            f,
+            "To get them: run `resnet18-fc fetch-model --model-dir {dir}` (from a checkout: \
+             `cargo run --release -- fetch-model`) where the network is reachable; or download \
+             {url} (sha256 {sha256}) on another machine and run `resnet18-fc convert <file>.pth \
+             {path}`; or pass --model <file> (RESNET18_FC_MODEL) to use weights stored elsewhere; \
+             or, to try the server without the real weights, write synthetic ones (meaningless \
+             predictions) with `cargo run --release --example synthetic_weights -- {path}`."
+        )
+    }
 }
 
 /// The verified download, for the manifest.
@@ -275,7 +375,7 @@ async fn download_to(opts: &FetchOptions, dest: &Path) -> Result<(String, u64), 
     let mut file = tokio::fs::File::create(dest)
         .await
         .map_err(|e| WeightsError::io(dest, e))?;
-    let bar = progress_bar(opts.progress, total);
+    let mut progress = Progress::new(opts.progress, total);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = response.chunk().await.map_err(transport)? {
@@ -287,10 +387,10 @@ async fn download_to(opts: &FetchOptions, dest: &Path) -> Result<(String, u64), 
         file.write_all(&chunk)
             .await
             .map_err(|e| WeightsError::io(dest, e))?;
-        bar.inc(chunk.len() as u64);
+        progress.update(size);
     }
     file.flush().await.map_err(|e| WeightsError::io(dest, e))?;
-    bar.finish_and_clear();
+    progress.finish(size);
     Ok((hex::encode(hasher.finalize()), size))
 }
 
@@ -309,19 +409,90 @@ fn http_client() -> Result<reqwest::Client, WeightsError> {
         })
 }
 
-fn progress_bar(enabled: bool, total: Option<u64>) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
+/// Download progress: an indicatif bar on stderr when stderr is a terminal, else (logs, FC, CI)
+/// one log line per tenth of the download.
+enum Progress {
+    Off,
+    Bar(ProgressBar),
+    Log {
+        total: Option<u64>,
+        next: u64,
+        logged: u64,
+    },
+}
+
+/// Bytes between two progress log lines when the total size is unknown.
+const LOG_STEP_UNKNOWN: u64 = 8 << 20;
+
+impl Progress {
+    fn new(enabled: bool, total: Option<u64>) -> Self {
+        if !enabled {
+            return Self::Off;
+        }
+        if !std::io::stderr().is_terminal() {
+            return Self::Log {
+                total,
+                next: Self::log_step(total),
+                logged: 0,
+            };
+        }
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        let template = match total {
+            Some(_) => "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ({eta} left)",
+            None => "{spinner} {bytes} {bytes_per_sec}",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        Self::Bar(bar)
     }
-    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
-    let template = match total {
-        Some(_) => "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ({eta} left)",
-        None => "{spinner} {bytes} {bytes_per_sec}",
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
+
+    fn log_step(total: Option<u64>) -> u64 {
+        total.map_or(LOG_STEP_UNKNOWN, |t| (t / 10).max(1))
     }
-    bar
+
+    /// `done` bytes received so far.
+    fn update(&mut self, done: u64) {
+        match self {
+            Self::Off => {}
+            Self::Bar(bar) => bar.set_position(done),
+            Self::Log {
+                total,
+                next,
+                logged,
+            } => {
+                if done >= *next {
+                    let step = Self::log_step(*total);
+                    *next = (done / step + 1) * step;
+                    *logged = done;
+                    log_progress(done, *total);
+                }
+            }
+        }
+    }
+
+    /// The download ended after `done` bytes: clears the bar, or logs the final count.
+    fn finish(&self, done: u64) {
+        match self {
+            Self::Off => {}
+            Self::Bar(bar) => bar.finish_and_clear(),
+            Self::Log { total, logged, .. } => {
+                if *logged != done {
+                    log_progress(done, *total);
+                }
+            }
+        }
+    }
+}
+
+fn log_progress(done: u64, total: Option<u64>) {
+    match total {
+        Some(t) if t > 0 => tracing::info!(
+            "downloading weights: {done}/{t} bytes ({}%)",
+            done.saturating_mul(100) / t
+        ),
+        _ => tracing::info!("downloading weights: {done} bytes"),
+    }
 }
 
 /// Validates a hex sha256 and returns it lower-cased.

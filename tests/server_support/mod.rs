@@ -66,6 +66,7 @@ pub fn options() -> ServerOptions {
         max_body_bytes: 32 * 1024 * 1024,
         workers: 2,
         queue: 64,
+        batch: Default::default(),
     }
 }
 
@@ -176,7 +177,7 @@ pub fn multipart_content_type() -> String {
 }
 
 /// Environment variables a child server must not inherit from the test environment.
-const INHERITED_FC_VARS: [&str; 13] = [
+const INHERITED_FC_VARS: [&str; 15] = [
     "RESNET18_FC_OFFLINE",
     "RESNET18_FC_MAX_BODY_BYTES",
     "RESNET18_FC_MAX_PIXELS",
@@ -189,6 +190,8 @@ const INHERITED_FC_VARS: [&str; 13] = [
     "RESNET18_FC_MODEL",
     "RESNET18_FC_WORKERS",
     "RESNET18_FC_QUEUE",
+    "RESNET18_FC_BATCH_MAX",
+    "RESNET18_FC_BATCH_WAIT_MS",
     "RUST_LOG",
 ];
 

@@ -1,0 +1,54 @@
+//! Fast CPU kernels for ResNet-18 inference, exposed as candle custom ops.
+//!
+//! Stock candle runs a convolution as an element-by-element im2col in NCHW, re-lays out the
+//! weights on every call and leaves a single thread copying while the other waits. These kernels
+//! keep candle tensors but change three things:
+//!
+//! * **Channels-last activations.** Every tensor between the stem and the classifier is
+//!   `N×H×W×C` (NHWC), contiguous. One pixel's channels are adjacent, so an im2col row is a few
+//!   `memcpy`s of `C` floats and the GEMM output is already the next layer's input.
+//! * **Weights packed once at load** as a `K×O` row-major matrix, `K = kh·kw·C_in` ordered
+//!   `(ky, kx, c)`, with batch-norm already folded in by the caller.
+//! * **Fused epilogue** — bias, optional residual and ReLU are applied to each output tile
+//!   while it is hot in cache, and tiles of output pixels (or output channels when there are few
+//!   pixels) are spread over the rayon global pool, which also helps at batch 1.
+//!
+//! One module per kernel family: [`conv`] (convolution as tiled im2col + GEMM), [`matmul`]
+//! (packed-weight register-blocked matrix multiply for AVX-512 / AVX2), [`pool`]
+//! (max-pool and global average pool) and [`fold`] (batch-norm folding, run once at load).
+//! [`threads`] describes the thread budget.
+//!
+//! This is a crate of its own (workspace member `crates/kernels`) so that it is compiled with
+//! optimisations even in the test profile: every loop that runs per forward or per load lives
+//! here, while the model graph stays in the main crate's `resnet` module.
+
+pub mod conv;
+pub mod fold;
+pub mod matmul;
+pub mod pool;
+pub mod threads;
+
+#[cfg(test)]
+mod test_support;
+
+pub use conv::PackedConv;
+pub use fold::{BatchNorm, fold_batch_norm};
+pub use pool::{GlobalAvgPool, MaxPool};
+
+/// Borrows the contiguous f32 data of a custom-op input, or explains why it cannot.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &'static str,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!(
+            "{op}: expected an f32 tensor, got {:?}",
+            candle_core::backend::BackendStorage::dtype(storage)
+        );
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: expected a contiguous tensor");
+    };
+    Ok(&data[start..end])
+}

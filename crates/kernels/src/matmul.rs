@@ -1,0 +1,463 @@
+//! Matrix multiply `C += A · B` with `B` (the weights) packed once, for the convolution kernel.
+//!
+//! Layouts:
+//! * `A`: row-major `rows × K` with row stride `lda` (im2col rows, or NHWC pixels for 1×1);
+//! * `B`: given row-major `K × N` to [`PackedB::pack`], stored as column panels of `NR` floats:
+//!   panel `j` holds columns `j·NR .. j·NR+NR` as `K` consecutive rows of `NR` floats (the last
+//!   panel zero-padded), 64-byte aligned, so the micro-kernel streams it with aligned loads;
+//! * `C`: row-major with row stride `ldc`; only the requested columns are read and written.
+//!
+//! Micro-kernels keep an `MR × NR` block of `C` in vector registers and walk `K` in blocks of
+//! [`KC`] so the `KC × NR` slice of a panel stays in L1 while every `MR`-row strip of the tile
+//! reuses it: AVX-512 `12 × 32` (24 zmm accumulators), AVX2+FMA `6 × 16` (12 ymm accumulators).
+//! The instruction set is detected once at run time; other CPUs use the `gemm` crate on the
+//! unpacked matrix.
+
+use std::sync::OnceLock;
+
+/// `K` block: a `KC × 32` f32 panel slice is 32 KiB, the L1 data cache of current x86 cores.
+const KC: usize = 256;
+
+/// Instruction set the micro-kernel uses, detected once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: 12×32 micro-tile.
+    Avx512,
+    /// AVX2 + FMA: 6×16 micro-tile.
+    Avx2,
+    /// Anything else: the `gemm` crate on a row-major `K×N` matrix.
+    Portable,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Self {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    return Isa::Avx2;
+                }
+            }
+            Isa::Portable
+        })
+    }
+
+    /// Whether this CPU can run `self` (tests use it to exercise every path available).
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            Isa::Avx2 => Isa::detect() != Isa::Portable,
+            Isa::Avx512 => Isa::detect() == Isa::Avx512,
+        }
+    }
+
+    /// Rows of the micro-tile.
+    pub fn mr(self) -> usize {
+        match self {
+            Isa::Avx512 => 12,
+            Isa::Avx2 => 6,
+            Isa::Portable => 1,
+        }
+    }
+
+    /// Columns of a packed panel.
+    fn nr(self) -> usize {
+        match self {
+            Isa::Avx512 => 32,
+            Isa::Avx2 => 16,
+            Isa::Portable => 0,
+        }
+    }
+}
+
+/// 64 bytes of f32: the unit of the packed storage, so panels are cache-line aligned.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// The weight matrix `B` (`K × N`) packed for one instruction set.
+#[derive(Clone)]
+pub struct PackedB {
+    isa: Isa,
+    k: usize,
+    n: usize,
+    /// Panels (`Avx512`/`Avx2`) or the row-major matrix (`Portable`), in 64-byte lines.
+    lines: Vec<Line>,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedB")
+            .field("isa", &self.isa)
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedB {
+    /// Packs a row-major `k × n` matrix for `isa`. One pass over the data, done at load.
+    pub fn pack(b: &[f32], k: usize, n: usize, isa: Isa) -> Self {
+        assert_eq!(b.len(), k * n, "PackedB::pack: matrix is not k×n");
+        Self::pack_with(k, n, isa, |row, col| b[row * n + col])
+    }
+
+    /// Packs the `k × n` matrix whose element `(row, col)` is `value(row, col)`, visiting
+    /// elements in storage order (so the source can be a differently laid-out tensor).
+    pub fn pack_with(k: usize, n: usize, isa: Isa, value: impl Fn(usize, usize) -> f32) -> Self {
+        let nr = isa.nr();
+        let floats = if nr == 0 {
+            k * n
+        } else {
+            n.div_ceil(nr) * nr * k
+        };
+        let mut lines = vec![Line::default(); floats.div_ceil(16)];
+        let data = Self::floats_mut(&mut lines);
+        if nr == 0 {
+            for (row, dst_row) in data[..k * n].chunks_exact_mut(n.max(1)).enumerate() {
+                for (col, d) in dst_row.iter_mut().enumerate() {
+                    *d = value(row, col);
+                }
+            }
+        } else {
+            for (panel, dst) in data.chunks_exact_mut(k * nr).enumerate() {
+                let c0 = panel * nr;
+                let width = nr.min(n - c0);
+                for (row, dst_row) in dst.chunks_exact_mut(nr).enumerate() {
+                    for (j, d) in dst_row[..width].iter_mut().enumerate() {
+                        *d = value(row, c0 + j);
+                    }
+                }
+            }
+        }
+        Self { isa, k, n, lines }
+    }
+
+    fn floats_mut(lines: &mut [Line]) -> &mut [f32] {
+        // SAFETY: `Line` is `repr(C)` around `[f32; 16]` with no padding (64 bytes, align 64).
+        unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 16) }
+    }
+
+    fn floats(&self) -> &[f32] {
+        // SAFETY: as in `floats_mut`.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.lines.len() * 16) }
+    }
+
+    /// Columns of `B`.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Granularity in which callers should split columns between tasks.
+    pub fn column_step(&self) -> usize {
+        self.isa.nr().max(16)
+    }
+
+    /// `C[0..rows, c0..c1] += A[0..rows, :] · B[:, c0..c1]`, single-threaded.
+    ///
+    /// # Safety
+    /// `a` must address `rows` rows of `K` floats with row stride `lda`; `c` must address `rows`
+    /// rows with row stride `ldc ≥ N`, columns `c0..c1` writable and not accessed concurrently;
+    /// `c0` must be a multiple of [`Self::column_step`] (or 0) and `c1 ≤ N`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_acc(
+        &self,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        c: *mut f32,
+        ldc: usize,
+        c0: usize,
+        c1: usize,
+    ) {
+        debug_assert!(c1 <= self.n && c0 <= c1);
+        match self.isa {
+            // SAFETY (all arms): forwarded caller contract; the ISA was detected on this CPU
+            // when `pack` was called with it.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx2 => unsafe { self.blocked(a, lda, rows, c, ldc, c0, c1) },
+            _ => unsafe { self.portable(a, lda, rows, c, ldc, c0, c1) },
+        }
+    }
+
+    /// Fallback: the `gemm` crate on the row-major matrix.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn portable(
+        &self,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        c: *mut f32,
+        ldc: usize,
+        c0: usize,
+        c1: usize,
+    ) {
+        let b = self.floats();
+        // SAFETY: caller contract; `b` is the row-major k×n matrix (Portable packing).
+        unsafe {
+            gemm::gemm(
+                rows,
+                c1 - c0,
+                self.k,
+                c.add(c0),
+                1,
+                ldc as isize,
+                true,
+                a,
+                1,
+                lda as isize,
+                b.as_ptr().add(c0),
+                1,
+                self.n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
+    /// Register-blocked path: K blocks × panels × MR-row strips.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blocked(
+        &self,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        c: *mut f32,
+        ldc: usize,
+        c0: usize,
+        c1: usize,
+    ) {
+        let (mr, nr, k) = (self.isa.mr(), self.isa.nr(), self.k);
+        let panels = self.floats();
+        let mut edge = [0f32; 12 * 32];
+        for kb in (0..k).step_by(KC) {
+            let kc = KC.min(k - kb);
+            for col in (c0..c1).step_by(nr) {
+                let width = nr.min(c1 - col);
+                // SAFETY: `col` is a multiple of nr, so it starts panel col/nr; the panel has
+                // k rows of nr floats and rows kb..kb+kc exist.
+                let b = unsafe { panels.as_ptr().add((col / nr) * k * nr + kb * nr) };
+                for r in (0..rows).step_by(mr) {
+                    let m = mr.min(rows - r);
+                    // SAFETY: rows r..r+m exist in A and C (caller contract).
+                    let a_strip = unsafe { a.add(r * lda + kb) };
+                    let c_strip = unsafe { c.add(r * ldc + col) };
+                    if width == nr {
+                        unsafe { self.micro(m, kc, a_strip, lda, b, c_strip, ldc) };
+                    } else {
+                        // Partial panel: run on a full-width scratch tile, copy back the valid
+                        // columns only (the padding columns of B are zero).
+                        for i in 0..m {
+                            for j in 0..width {
+                                edge[i * nr + j] = unsafe { *c_strip.add(i * ldc + j) };
+                            }
+                        }
+                        unsafe { self.micro(m, kc, a_strip, lda, b, edge.as_mut_ptr(), nr) };
+                        for i in 0..m {
+                            for j in 0..width {
+                                unsafe { *c_strip.add(i * ldc + j) = edge[i * nr + j] };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dispatches to the micro-kernel for `m ≤ MR` rows.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn micro(
+        &self,
+        m: usize,
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        use x86::{avx2, avx512};
+        macro_rules! dispatch {
+            ($f:ident, $($m:literal)*) => {
+                match m {
+                    // SAFETY: caller contract of `blocked`; the ISA is available.
+                    $($m => unsafe { $f::<$m>(kc, a, lda, b, c, ldc) },)*
+                    _ => unreachable!("micro-tile rows out of range"),
+                }
+            };
+        }
+        match self.isa {
+            Isa::Avx512 => dispatch!(avx512, 1 2 3 4 5 6 7 8 9 10 11 12),
+            _ => dispatch!(avx2, 1 2 3 4 5 6),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `C[0..M, 0..32] += A[0..M, 0..kc] · B[0..kc, 0..32]`; `b` is a packed panel slice with
+    /// rows of 32 floats, 64-byte aligned.
+    ///
+    /// # Safety
+    /// AVX-512F available; `a` has `M` rows of `kc` floats (stride `lda`); `b` has `kc × 32`
+    /// floats; `c` has `M` rows of 32 writable floats (stride `ldc`).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512<const M: usize>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        unsafe {
+            let mut lo = [_mm512_setzero_ps(); M];
+            let mut hi = [_mm512_setzero_ps(); M];
+            for p in 0..kc {
+                let b0 = _mm512_load_ps(b.add(p * 32));
+                let b1 = _mm512_load_ps(b.add(p * 32 + 16));
+                for i in 0..M {
+                    let ai = _mm512_set1_ps(*a.add(i * lda + p));
+                    lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
+                    hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
+                }
+            }
+            for i in 0..M {
+                let row = c.add(i * ldc);
+                _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), lo[i]));
+                let row = row.add(16);
+                _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), hi[i]));
+            }
+        }
+    }
+
+    /// `C[0..M, 0..16] += A[0..M, 0..kc] · B[0..kc, 0..16]` with AVX2 + FMA.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; as [`avx512`] with 16-float panel rows (32-byte aligned).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2<const M: usize>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        unsafe {
+            let mut lo = [_mm256_setzero_ps(); M];
+            let mut hi = [_mm256_setzero_ps(); M];
+            for p in 0..kc {
+                let b0 = _mm256_load_ps(b.add(p * 16));
+                let b1 = _mm256_load_ps(b.add(p * 16 + 8));
+                for i in 0..M {
+                    let ai = _mm256_broadcast_ss(&*a.add(i * lda + p));
+                    lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
+                    hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
+                }
+            }
+            for i in 0..M {
+                let row = c.add(i * ldc);
+                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), lo[i]));
+                let row = row.add(8);
+                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), hi[i]));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::SplitMix64;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        (0..len).map(|_| rng.next_signed_unit() as f32).collect()
+    }
+
+    /// Straightforward triple loop in f64, the reference.
+    fn reference(a: &[f32], b: &[f32], c: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = c.to_vec();
+        for i in 0..rows {
+            for j in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
+                    .sum();
+                out[i * n + j] = (f64::from(c[i * n + j]) + dot) as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_available_isa_matches_reference_on_odd_shapes() {
+        // Odd row counts (micro-tile remainders), K across a KC boundary, N with partial panels.
+        for (rows, k, n, seed) in [
+            (1, 3, 5, 1),
+            (13, 300, 47, 2),
+            (25, 17, 64, 3),
+            (7, 513, 33, 4),
+        ] {
+            let a = random(rows * k, seed);
+            let b = random(k * n, seed + 10);
+            let c = random(rows * n, seed + 20);
+            let expected = reference(&a, &b, &c, rows, k, n);
+            for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+                if !isa.supported() {
+                    continue;
+                }
+                let packed = PackedB::pack(&b, k, n, isa);
+                let mut got = c.clone();
+                // SAFETY: shapes as documented; whole column range.
+                unsafe { packed.gemm_acc(a.as_ptr(), k, rows, got.as_mut_ptr(), n, 0, n) };
+                let diff = got
+                    .iter()
+                    .zip(&expected)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(diff <= 1e-4, "{isa:?} {rows}x{k}x{n}: max diff {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn column_range_leaves_other_columns_untouched() {
+        let (rows, k, n) = (5, 20, 96);
+        let a = random(rows * k, 7);
+        let b = random(k * n, 8);
+        let c = random(rows * n, 9);
+        let expected = reference(&a, &b, &c, rows, k, n);
+        let isa = Isa::detect();
+        let packed = PackedB::pack(&b, k, n, isa);
+        let step = packed.column_step();
+        let mut got = c.clone();
+        // SAFETY: shapes as documented; c0 = step is a multiple of the column step.
+        unsafe { packed.gemm_acc(a.as_ptr(), k, rows, got.as_mut_ptr(), n, step, 2 * step) };
+        for i in 0..rows {
+            for j in 0..n {
+                let want = if (step..2 * step).contains(&j) {
+                    expected[i * n + j]
+                } else {
+                    c[i * n + j]
+                };
+                assert!((got[i * n + j] - want).abs() <= 1e-4, "row {i} col {j}");
+            }
+        }
+    }
+}

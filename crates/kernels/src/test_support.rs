@@ -1,0 +1,26 @@
+//! Reproducible random inputs for the kernel tests.
+
+/// SplitMix64 (Steele, Lea & Flood 2014): a tiny, well-mixed 64-bit generator.
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// Starts a stream at `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Next uniform value in `[-1, 1)` (24 bits of resolution).
+    pub fn next_signed_unit(&mut self) -> f64 {
+        (self.next_u64() >> 40) as f64 / f64::from(1u32 << 24) * 2.0 - 1.0
+    }
+}
