@@ -25,7 +25,8 @@
 # time bound, 900), MAX_BODY (server --max-body-bytes, 262144; the oversized body is 1.5x that),
 # SERVER_BIN (a release binary to test instead of building one, relative to the repository
 # root or absolute, e.g. the one of
-# scripts/package.sh; CI reuses it so the release build happens once).
+# scripts/package.sh; CI reuses it so the release build happens once), PREPARE_BIN (an
+# already built load-prepare example to use instead of building it).
 set -eu
 
 REQUESTS=${REQUESTS:-10000}
@@ -46,20 +47,28 @@ if [ -z "${SERVER_BIN:-}" ]; then
     SERVER_BIN=target/release/resnet18-fc
 fi
 [ -x "$SERVER_BIN" ] || { echo "load: $SERVER_BIN is not an executable" >&2; exit 2; }
-cargo build --quiet --example load-prepare
+if [ -z "${PREPARE_BIN:-}" ]; then
+    cargo build --quiet --example load-prepare
+    PREPARE_BIN=target/debug/examples/load-prepare
+fi
 
 WORK=$(mktemp -d)
 PID=""
+WRK=""
 cleanup() {
+    if [ -n "$WRK" ] && kill -0 "$WRK" 2>/dev/null; then
+        kill -INT "$WRK" 2>/dev/null || true
+    fi
     if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
         kill -TERM "$PID" 2>/dev/null || true
         wait "$PID" 2>/dev/null || true
     fi
     rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM # exit (and so clean up) instead of resuming the script
 
-target/debug/examples/load-prepare "$WORK" "$MAX_BODY"
+"$PREPARE_BIN" "$WORK" "$MAX_BODY"
 "$SERVER_BIN" serve --host 127.0.0.1 --port 0 --offline \
     --model "$WORK/model.safetensors" --max-body-bytes "$MAX_BODY" >"$WORK/server.log" 2>&1 &
 PID=$!
