@@ -1,15 +1,20 @@
 #!/bin/sh
-# Fuzz smoke run for CI: every cargo-fuzz target for $SECONDS seconds (default 10) on the
+# Fuzz smoke run for CI: every cargo-fuzz target for $FUZZ_SECONDS seconds (default 10) on the
 # committed seeds (fuzz/seeds/<target>), in a throw-away corpus. Fails on any crash, leak or
 # timeout; the crashing input is left in fuzz/artifacts/<target>/. See fuzz/README.md.
-# Needs the nightly toolchain and cargo-fuzz (installed here from crates.io when missing).
+# Installs what it needs when missing: the nightly toolchain (rustup, minimal profile) and
+# cargo-fuzz (crates.io, --locked).
 set -eu
 cd "$(dirname "$0")/../fuzz"
-SECONDS_PER_TARGET=${SECONDS:-10}
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-10}
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
-# -D: unoptimised build, much faster to compile; the targets still run thousands of inputs/s.
+# -D: the dev profile (fuzz/Cargo.toml optimises only the image codecs and the main crate), so
+# the build takes minutes instead of the optimised build's much longer one.
 cargo +nightly fuzz build -D
 failed=""
 for target in $(cargo +nightly fuzz list); do

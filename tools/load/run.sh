@@ -2,8 +2,10 @@
 # Load test of the release server on loopback, with wrk (Debian: `apt-get install wrk`).
 #
 # Produces, per run: one `LOAD ...` line from tools/load/mix.lua (responses by status, p50/p99/max
-# latency, socket errors) and the server's RSS and open file descriptors once the run has
-# drained; then a verdict. Exits 0 only when every run meets the bar:
+# latency, socket errors) and the server's resident memory (/proc/<pid>/status: VmRSS now,
+# VmHWM peak so far) and open file descriptors (/proc/<pid>/fd) once the run has drained, after
+# a `run=0` line with the same figures for the idle, warmed-up server; then a verdict. Exits 0
+# only when every run meets the bar:
 #   - exactly $REQUESTS responses, every status one of 200/400/413/415 (0 unexpected, 0 5xx);
 #   - no 503 at all while concurrency <= workers + queue (the documented admission limit:
 #     --queue requests may wait for the --workers inference threads; beyond that, 503);
@@ -13,14 +15,18 @@
 #     while it is still writing, the kernel resets the connection and the 413 is lost
 #     (curl and browsers, which read while sending, get the 413; with the oversized body
 #     replaced by a small one, wrk reports 0 socket errors);
-#   - across runs, open fds identical and RSS after the last run within 10 % (+8 MiB) of the
-#     RSS after the first.
+#   - across runs, open fds identical, and RSS and peak RSS after the last run within
+#     10 % (+8 MiB) of their values after the first.
 #
 # Usage (from anywhere):
 #   tools/load/run.sh                          # 3 runs x 10 000 requests at concurrency 64
 #   REQUESTS=1000 RUNS=2 tools/load/run.sh     # the short CI version (.ci/load-smoke.sh)
 # Knobs: REQUESTS, CONCURRENCY (64), RUNS (3), THREADS (wrk threads, 2), MAX_SECONDS (per-run
-# time bound, 900), MAX_BODY (server --max-body-bytes, 262144; the oversized body is 1.5x that).
+# time bound, 900), MAX_BODY (server --max-body-bytes, 262144; the oversized body is 1.5x that),
+# SERVER_BIN (a release binary to test instead of building one, relative to the repository
+# root or absolute, e.g. the one of
+# scripts/package.sh; CI reuses it so the release build happens once), PREPARE_BIN (an
+# already built load-prepare example to use instead of building it).
 set -eu
 
 REQUESTS=${REQUESTS:-10000}
@@ -36,22 +42,34 @@ command -v wrk >/dev/null || { echo "load: wrk is not installed (apt-get install
 # The server under test is the release build. The preparation tool is an example (it shares the
 # crate's synthetic weights) and is built in the dev profile: examples pull in the
 # dev-dependencies, which the test suite has compiled there already.
-cargo build --release --quiet --bin resnet18-fc
-cargo build --quiet --example load-prepare
+if [ -z "${SERVER_BIN:-}" ]; then
+    cargo build --release --quiet --bin resnet18-fc
+    SERVER_BIN=target/release/resnet18-fc
+fi
+[ -x "$SERVER_BIN" ] || { echo "load: $SERVER_BIN is not an executable" >&2; exit 2; }
+if [ -z "${PREPARE_BIN:-}" ]; then
+    cargo build --quiet --example load-prepare
+    PREPARE_BIN=target/debug/examples/load-prepare
+fi
 
 WORK=$(mktemp -d)
 PID=""
+WRK=""
 cleanup() {
+    if [ -n "$WRK" ] && kill -0 "$WRK" 2>/dev/null; then
+        kill -INT "$WRK" 2>/dev/null || true
+    fi
     if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
         kill -TERM "$PID" 2>/dev/null || true
         wait "$PID" 2>/dev/null || true
     fi
     rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM # exit (and so clean up) instead of resuming the script
 
-target/debug/examples/load-prepare "$WORK" "$MAX_BODY"
-target/release/resnet18-fc serve --host 127.0.0.1 --port 0 --offline \
+"$PREPARE_BIN" "$WORK" "$MAX_BODY"
+"$SERVER_BIN" serve --host 127.0.0.1 --port 0 --offline \
     --model "$WORK/model.safetensors" --max-body-bytes "$MAX_BODY" >"$WORK/server.log" 2>&1 &
 PID=$!
 
@@ -83,11 +101,16 @@ wait_idle() {
         sleep 0.2
     done
 }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$PID/status"; }
-fds() { ls "/proc/$PID/fd" | wc -l; }
+# The server's memory and descriptors: "rss_kb=… hwm_kb=… fds=…".
+usage() {
+    awk '/^VmRSS:/ { rss = $2 } /^VmHWM:/ { hwm = $2 } END { printf "rss_kb=%s hwm_kb=%s", rss, hwm }' \
+        "/proc/$PID/status"
+    echo " fds=$(ls "/proc/$PID/fd" | wc -l)"
+}
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
+echo "run=0 (idle, before any load) $(usage)"
 run=1
 while [ $run -le "$RUNS" ]; do
     rm -f "$WORK"/.stopped-*
@@ -102,7 +125,7 @@ while [ $run -le "$RUNS" ]; do
     wait "$WRK" || true
     line=$(grep '^LOAD ' "$WORK/wrk.out" || echo "LOAD responses=0 (wrk failed: $(tail -n 3 "$WORK/wrk.out"))")
     wait_idle
-    echo "run=$run $line rss_kb=$(rss_kb) fds=$(fds)" | tee -a "$RESULTS"
+    echo "run=$run $line $(usage)" | tee -a "$RESULTS"
     run=$((run + 1))
 done
 
@@ -121,12 +144,13 @@ awk -v requests="$REQUESTS" -v concurrency="$CONCURRENCY" -v capacity="$CAPACITY
         }
         errors = field("err_connect") + field("err_timeout")
         if (errors != 0) { bad = bad "\n  run " n ": " errors " connect errors or timeouts" }
-        if (n == 1) { rss1 = field("rss_kb"); fds1 = field("fds") }
-        rss = field("rss_kb"); fd = field("fds")
+        if (n == 1) { rss1 = field("rss_kb"); hwm1 = field("hwm_kb"); fds1 = field("fds") }
+        rss = field("rss_kb"); hwm = field("hwm_kb"); fd = field("fds")
         if (fd != fds1) { bad = bad "\n  run " n ": " fd " open fds, " fds1 " after run 1" }
     }
     END {
         if (rss > rss1 * 1.10 + 8192) { bad = bad "\n  RSS grew from " rss1 " kB to " rss " kB" }
+        if (hwm > hwm1 * 1.10 + 8192) { bad = bad "\n  peak RSS grew from " hwm1 " kB to " hwm " kB" }
         if (bad != "") { print "load: FAILED" bad; exit 1 }
-        print "load: OK (" n " runs; RSS " rss1 " -> " rss " kB; fds " fds1 " -> " fd ")"
+        print "load: OK (" n " runs; RSS " rss1 " -> " rss " kB; peak " hwm1 " -> " hwm " kB; fds " fds1 " -> " fd ")"
     }' "$RESULTS"
