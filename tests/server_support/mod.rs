@@ -399,3 +399,30 @@ pub fn raw_exchange(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<R
         body,
     })
 }
+
+/// Largest score difference accepted between two answers for the same image. The server
+/// batches concurrent requests (also those of other tests sharing a server), and a forward of
+/// n images may round differently in the last float bits from a forward of one; classes and
+/// ranks must still be identical.
+pub const BATCHING_SCORE_TOLERANCE: f64 = 1e-5;
+
+/// Asserts that two `predictions` arrays name the same classes in the same order with scores
+/// within [`BATCHING_SCORE_TOLERANCE`].
+pub fn assert_same_predictions(left: &serde_json::Value, right: &serde_json::Value) {
+    let (Some(left), Some(right)) = (left.as_array(), right.as_array()) else {
+        panic!("predictions are not arrays: {left} / {right}");
+    };
+    assert_eq!(left.len(), right.len(), "{left:?} / {right:?}");
+    for (a, b) in left.iter().zip(right) {
+        for key in ["rank", "index", "label"] {
+            assert_eq!(a[key], b[key], "{key}: {a} / {b}");
+        }
+        let (Some(sa), Some(sb)) = (a["score"].as_f64(), b["score"].as_f64()) else {
+            panic!("scores missing: {a} / {b}");
+        };
+        assert!(
+            (sa - sb).abs() <= BATCHING_SCORE_TOLERANCE,
+            "score {sa} vs {sb}: {a} / {b}"
+        );
+    }
+}
