@@ -23,7 +23,7 @@
 //! in the pool is given back then (not before: abandoned requests cannot pile up work).
 //!
 //! Observability: [`Batcher::stats`] counts forwards by batch size; `/healthz` shows them under
-//! `batching`, which is how the tests and `tools/bench/http.py` see that batching happens.
+//! `batching`, which is how the tests and `tools/bench/http_bench.py` see that batching happens.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -40,7 +40,7 @@ use crate::preprocess::TENSOR_LEN;
 
 /// Largest batch by default. Measured with stock candle kernels on the shared 2-vCPU
 /// development machine under heavy load (load average 10–14): one forward of 8 images cost
-/// 0.98× the time of 8 forwards of one (`examples/batch_forward.rs`), and `tools/bench/http.py`
+/// 0.98× the time of 8 forwards of one (`examples/batch_forward.rs`), and `tools/bench/http_bench.py`
 /// saw 1.18× the throughput at 8 concurrent requests with batching on, for a peak RSS of
 /// 307 MB instead of 148 MB. Memory grows by roughly 20 MB per image of the largest batch;
 /// lower `--batch-max` where RSS matters more than throughput.

@@ -23,8 +23,8 @@ It builds nothing. Build first, from the repository root:
 
 (or pass an existing model with --weights). Then:
 
-    python3 tools/bench/http.py                  # 10 s per load point, 5 cold starts
-    python3 tools/bench/http.py --duration 5 --cold-runs 3 --no-ort
+    python3 tools/bench/http_bench.py                  # 10 s per load point, 5 cold starts
+    python3 tools/bench/http_bench.py --duration 5 --cold-runs 3 --no-ort
 
 Needs: wrk (apt-get install wrk), Python 3 with Pillow (the JPEG); for the ORT column also
 torch, torchvision, onnx, onnxruntime. Timings depend on the machine's load: the table header
@@ -34,7 +34,7 @@ prints `uptime`.
 import os
 import sys
 
-# This file is named http.py: drop its own directory from the import path so that the standard
+# This file is named http_bench.py: drop its own directory from the import path so that the standard
 # library's `http` package is found instead of this script.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
@@ -82,7 +82,7 @@ def log(*args):
 
 
 def die(message):
-    log(f"http.py: {message}")
+    log(f"http_bench.py: {message}")
     sys.exit(2)
 
 
