@@ -34,11 +34,6 @@ prints `uptime`.
 import os
 import sys
 
-# This file is named http_bench.py: drop its own directory from the import path so that the standard
-# library's `http` package is found instead of this script.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
 import argparse  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
