@@ -51,6 +51,7 @@ fn world() -> &'static World {
             max_body_bytes: 1 << 20,
             workers: 1,
             queue: 4,
+            batch: Default::default(),
         };
         let app = Server::new(loader, options).router(Lifecycle::new());
         let runtime = tokio::runtime::Builder::new_current_thread()
