@@ -510,9 +510,30 @@ mod bootstrap {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start bootstrap");
-        let pid = child.id();
-        assert!(child.wait().expect("wait").success());
+        // Another test thread may fork while one of the just-written scripts is still open for
+        // writing; an exec in that window fails with ETXTBSY ("Text file busy"), either here or
+        // inside bootstrap. That race belongs to the test process, so retry a few times; a real
+        // bootstrap failure fails every attempt.
+        let mut attempts = 0;
+        let (pid, status) = loop {
+            attempts += 1;
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    let pid = child.id();
+                    let status = child.wait().expect("wait");
+                    if status.success() || attempts == 5 {
+                        break (pid, status);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(26) && attempts < 5 => {}
+                Err(e) => panic!("start bootstrap: {e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "bootstrap failed {attempts} times: {status}"
+        );
         let text = std::fs::read_to_string(&args_file).expect("fake server ran");
         let root = dir.path().canonicalize().expect("canonical");
         (pid, text.lines().map(str::to_string).collect(), root, dir)
