@@ -322,23 +322,8 @@ fn oss_keys() -> ServerKeys {
     }
 }
 
-/// The OSS test server on a runtime of its own, alive for the whole test binary.
 fn start_oss() -> &'static OssTestServer {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let server: &'static OssTestServer =
-                Box::leak(Box::new(OssTestServer::start(oss_keys()).await));
-            tx.send(server).expect("send");
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("oss server")
+    OssTestServer::start_for_binary(oss_keys())
 }
 
 /// A function server with the OSS plug-in pointed at `endpoint` (allow-listed).

@@ -38,23 +38,8 @@ fn keys() -> ServerKeys {
     }
 }
 
-/// The OSS test server on a runtime of its own, alive for the whole test binary.
 fn start_oss() -> &'static OssTestServer {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let server: &'static OssTestServer =
-                Box::leak(Box::new(OssTestServer::start(keys()).await));
-            tx.send(server).expect("send");
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("oss server")
+    OssTestServer::start_for_binary(keys())
 }
 
 /// One OSS server and one function server (synthetic model, OSS plug-in) per test binary.

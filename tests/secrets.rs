@@ -10,8 +10,6 @@
 mod oss_server;
 mod server_support;
 
-use std::time::Duration;
-
 use base64::Engine;
 use oss_server::{OssTestServer, ServerKeys};
 use server_support::{Spawned, client, jpeg, png};
@@ -30,26 +28,11 @@ const SECRETS: [&str; 6] = [ENV_ID, ENV_SECRET, ENV_TOKEN, HDR_ID, HDR_SECRET, H
 const TEMPLATE: &str = include_str!("data/oss_event_template.json");
 
 fn start_oss() -> &'static OssTestServer {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let keys = ServerKeys {
-                id: ENV_ID.into(),
-                secret: ENV_SECRET.into(),
-                token: Some(ENV_TOKEN.into()),
-            };
-            let server: &'static OssTestServer =
-                Box::leak(Box::new(OssTestServer::start(keys).await));
-            tx.send(server).expect("send");
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("oss server")
+    OssTestServer::start_for_binary(ServerKeys {
+        id: ENV_ID.into(),
+        secret: ENV_SECRET.into(),
+        token: Some(ENV_TOKEN.into()),
+    })
 }
 
 /// Which credentials a request carries in FC's headers.

@@ -105,6 +105,25 @@ impl Drop for OssTestServer {
 }
 
 impl OssTestServer {
+    /// Starts a server on a runtime of its own thread, alive for the rest of the test binary,
+    /// for tests whose function server outlives any one test's runtime.
+    pub fn start_for_binary(keys: ServerKeys) -> &'static Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let server: &'static Self = Box::leak(Box::new(Self::start(keys).await));
+                tx.send(server).expect("send");
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("oss server")
+    }
+
     /// Binds an ephemeral loopback port and serves until dropped.
     pub async fn start(keys: ServerKeys) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
