@@ -465,7 +465,7 @@ impl candle_core::CustomOp2 for WithResidual<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::SplitMix64;
+    use crate::test_support::{SplitMix64, max_abs_diff};
     use candle_core::Device;
 
     /// A reproducible tensor with values in [-1, 1).
@@ -498,20 +498,6 @@ mod tests {
             None => y,
         };
         y.relu().unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Runs one case through both tiling strategies, with and without a residual.

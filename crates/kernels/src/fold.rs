@@ -49,7 +49,7 @@ pub fn fold_batch_norm(weight: &mut [f32], bn: &BatchNorm) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::SplitMix64;
+    use crate::test_support::{SplitMix64, max_abs_diff};
     use candle_core::{Device, Tensor};
 
     fn random(len: usize, seed: u64, offset: f64) -> Vec<f32> {
@@ -96,16 +96,7 @@ mod tests {
             .unwrap()
             .broadcast_add(&per_channel(&bias))
             .unwrap();
-        let diff = (got - &expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&got, &expected);
         assert!(diff <= 1e-5, "max diff {diff}");
     }
 

@@ -1,4 +1,4 @@
-//! Reproducible random inputs for the kernel tests.
+//! Reproducible random inputs and a tensor comparison for the kernel tests.
 
 /// SplitMix64 (Steele, Lea & Flood 2014): a tiny, well-mixed 64-bit generator.
 pub struct SplitMix64 {
@@ -23,4 +23,19 @@ impl SplitMix64 {
     pub fn next_signed_unit(&mut self) -> f64 {
         (self.next_u64() >> 40) as f64 / f64::from(1u32 << 24) * 2.0 - 1.0
     }
+}
+
+/// Largest absolute element difference of two f32 tensors of the same shape.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
