@@ -8,8 +8,6 @@
 //! detail at the scales a reduced IDCT drops, then encoded with `jpeg-encoder` (4:2:0,
 //! quality 85, like a phone camera). Run with `-- --nocapture` to see the figures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::OnceLock;
 
 use image::{RgbImage, imageops};
@@ -47,49 +45,9 @@ const EXACT: Limits = Limits {
 
 // ------------------------------------------------------------------ allocation probe
 
-/// Records the largest single allocation made by the current thread (tests run on
-/// parallel threads; the counter is per thread).
-struct LargestAllocation;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
-}
-
-// SAFETY: every method forwards to `System` unchanged; `note` neither allocates nor panics.
-unsafe impl GlobalAlloc for LargestAllocation {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: LargestAllocation = LargestAllocation;
-
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    let result = f();
-    (result, LARGEST.with(Cell::get))
-}
+#[path = "support/largest_allocation.rs"]
+mod largest_allocation;
+use largest_allocation::largest_allocation;
 
 // ------------------------------------------------------------------ test images
 
