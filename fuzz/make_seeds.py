@@ -37,6 +37,21 @@ def exif_jpeg(orientation):
     return image_bytes("JPEG", size=(16, 8), exif=exif.tobytes())
 
 
+def large_jpeg(mode, size, **kw):
+    """A smooth gradient JPEG of `size` (short side >= 1024: the reduced-scale decode path).
+    Smooth content compresses to a few KB, so the seed stays small."""
+    ramp_x = Image.linear_gradient("L").rotate(90).resize(size)
+    ramp_y = Image.linear_gradient("L").resize(size)
+    if mode == "L":
+        img = ramp_x
+    else:
+        bands = [ramp_x, ramp_y, Image.blend(ramp_x, ramp_y, 0.5), ramp_y][: len(mode)]
+        img = Image.merge(mode, bands)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=60, **kw)
+    return out.getvalue()
+
+
 def write(target, name, data):
     d = SEEDS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -64,6 +79,20 @@ def main():
     }
     for name, data in images.items():
         write("decode_preprocess", name, data)
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    large = {
+        "baseline-420.jpg": large_jpeg("RGB", (1280, 1024)),
+        "baseline-444.jpg": large_jpeg("RGB", (1024, 1024), subsampling=0),
+        "progressive.jpg": large_jpeg("RGB", (1024, 2100), progressive=True),
+        "gray.jpg": large_jpeg("L", (2048, 1024)),
+        "cmyk.jpg": large_jpeg("CMYK", (1024, 1024)),
+        "restart.jpg": large_jpeg("RGB", (1024, 1200), restart_marker_rows=1),
+        "exif6.jpg": large_jpeg("RGB", (1536, 1024), exif=exif.tobytes()),
+    }
+    for name, data in large.items():
+        write("jpeg_scaled", name, data)
 
     png_b64 = base64.b64encode(images["rgb.png"]).decode()
     bodies = {
