@@ -113,6 +113,24 @@ fn assert_mentions(message: &str, parts: &[&str]) {
     }
 }
 
+/// Starts a server whose weights are missing from a fresh temporary model dir and waits until it
+/// has given up loading them. Returns the dir (keep it alive), the model path and the server.
+fn start_without_weights(
+    extra: &[&str],
+    url: &str,
+    sha256: &str,
+) -> (tempfile::TempDir, PathBuf, Spawned) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = model_path(dir.path());
+    let server = start(&model, extra, url, sha256);
+    assert!(
+        server.wait_for_output(|o| o.contains("model not loaded"), 120),
+        "{}",
+        server.output()
+    );
+    (dir, model, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_weights_are_downloaded_once_with_progress_lines_then_served() {
     let body = checkpoint();
@@ -153,14 +171,8 @@ async fn missing_weights_are_downloaded_once_with_progress_lines_then_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_download_answers_503_with_the_next_steps() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let model = model_path(dir.path());
-    let server = start(&model, &[], &refused_url(), &sha256_hex(b"anything"));
-    assert!(
-        server.wait_for_output(|o| o.contains("model not loaded"), 120),
-        "{}",
-        server.output()
-    );
+    let (_dir, model, server) =
+        start_without_weights(&[], &refused_url(), &sha256_hex(b"anything"));
 
     let (status, health) = get_json(&server.url("/healthz")).await;
     assert_eq!(status, 503, "{health}");
@@ -196,15 +208,7 @@ async fn a_refused_download_answers_503_with_the_next_steps() {
 async fn a_checkpoint_with_the_wrong_sha256_is_refused_and_not_installed() {
     let body = checkpoint();
     let (url, hits) = serve_file(body.clone());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let model = model_path(dir.path());
-    let wrong = "0".repeat(64);
-    let server = start(&model, &[], &url, &wrong);
-    assert!(
-        server.wait_for_output(|o| o.contains("model not loaded"), 120),
-        "{}",
-        server.output()
-    );
+    let (_dir, model, server) = start_without_weights(&[], &url, &"0".repeat(64));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     let (status, health) = get_json(&server.url("/healthz")).await;
     assert_eq!(status, 503, "{health}");
@@ -225,14 +229,7 @@ async fn a_checkpoint_with_the_wrong_sha256_is_refused_and_not_installed() {
 async fn offline_never_connects_and_names_the_file_and_the_ways_to_get_it() {
     let body = checkpoint();
     let (url, hits) = serve_file(body.clone());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let model = model_path(dir.path());
-    let server = start(&model, &["--offline"], &url, &sha256_hex(&body));
-    assert!(
-        server.wait_for_output(|o| o.contains("model not loaded"), 120),
-        "{}",
-        server.output()
-    );
+    let (_dir, model, server) = start_without_weights(&["--offline"], &url, &sha256_hex(&body));
     let (status, body_json) = classify(&server).await;
     assert_eq!(status, 503, "{body_json}");
     assert_eq!(body_json["error"]["code"], "model_not_ready");
