@@ -496,6 +496,53 @@ impl WinogradConv {
     /// # Safety
     /// `v + ξ·rows·ldv + [0, ldv)` is writable for every `ξ < α²` and not accessed concurrently.
     unsafe fn input_tile<T: Transform>(&self, ctx: &Ctx<'_>, tile: usize, v: *mut f32, rows: usize) {
+        // SAFETY (all arms): caller contract; the ISA was detected on this CPU.
+        match Isa::detect() {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.input_tile_avx512::<T>(ctx, tile, v, rows) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.input_tile_avx2::<T>(ctx, tile, v, rows) },
+            _ => unsafe { self.input_tile_body::<T>(ctx, tile, v, rows) },
+        }
+    }
+
+    /// [`Self::input_tile`] compiled for AVX-512 (the 16-lane arithmetic becomes vector code).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn input_tile_avx512<T: Transform>(
+        &self,
+        ctx: &Ctx<'_>,
+        tile: usize,
+        v: *mut f32,
+        rows: usize,
+    ) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.input_tile_body::<T>(ctx, tile, v, rows) }
+    }
+
+    /// [`Self::input_tile`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn input_tile_avx2<T: Transform>(
+        &self,
+        ctx: &Ctx<'_>,
+        tile: usize,
+        v: *mut f32,
+        rows: usize,
+    ) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.input_tile_body::<T>(ctx, tile, v, rows) }
+    }
+
+    /// Body of [`Self::input_tile`], inlined into each ISA's copy.
+    #[inline(always)]
+    unsafe fn input_tile_body<T: Transform>(
+        &self,
+        ctx: &Ctx<'_>,
+        tile: usize,
+        v: *mut f32,
+        rows: usize,
+    ) {
         let (a, cin, g) = (T::A, self.in_channels, ctx.grid);
         let (n, ty, tx) = tile_coords(g, tile);
         let y0 = (ty * T::M) as isize - 1;
@@ -515,8 +562,12 @@ impl WinogradConv {
                         (0..g.height as isize).contains(&iy) && (0..g.width as isize).contains(&ix);
                     if inside {
                         let pixel = (n * g.height + iy as usize) * g.width + ix as usize;
-                        dst[..width].copy_from_slice(&ctx.input[pixel * cin + c0..][..width]);
-                        dst[width..].fill(0.0);
+                        let src = &ctx.input[pixel * cin + c0..][..width];
+                        // Whole lanes get a fixed-size copy (inlined), the tail a partial one.
+                        match <&Lane>::try_from(src) {
+                            Ok(full) => *dst = *full,
+                            Err(_) => *dst = lane(|l| src.get(l).copied().unwrap_or(0.0)),
+                        }
                     } else {
                         *dst = [0.0; LANES];
                     }
@@ -537,7 +588,7 @@ impl WinogradConv {
                     // SAFETY: caller contract; c0 + LANES ≤ ldv.
                     unsafe {
                         let dst = v.add((i * a + j) * stride + c0);
-                        std::ptr::copy_nonoverlapping(value.as_ptr(), dst, LANES);
+                        dst.cast::<Lane>().write_unaligned(*value);
                     }
                 }
             }
@@ -550,7 +601,60 @@ impl WinogradConv {
     /// # Safety
     /// `m + ξ·rows·ldm + [0, ldm)` is readable for every `ξ < α²`; the tile's output pixels are
     /// not accessed concurrently.
-    unsafe fn output_tile<T: Transform>(&self, ctx: &Ctx<'_>, tile: usize, m: *const f32, rows: usize) {
+    unsafe fn output_tile<T: Transform>(
+        &self,
+        ctx: &Ctx<'_>,
+        tile: usize,
+        m: *const f32,
+        rows: usize,
+    ) {
+        // SAFETY (all arms): caller contract; the ISA was detected on this CPU.
+        match Isa::detect() {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.output_tile_avx512::<T>(ctx, tile, m, rows) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.output_tile_avx2::<T>(ctx, tile, m, rows) },
+            _ => unsafe { self.output_tile_body::<T>(ctx, tile, m, rows) },
+        }
+    }
+
+    /// [`Self::output_tile`] compiled for AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn output_tile_avx512<T: Transform>(
+        &self,
+        ctx: &Ctx<'_>,
+        tile: usize,
+        m: *const f32,
+        rows: usize,
+    ) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.output_tile_body::<T>(ctx, tile, m, rows) }
+    }
+
+    /// [`Self::output_tile`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn output_tile_avx2<T: Transform>(
+        &self,
+        ctx: &Ctx<'_>,
+        tile: usize,
+        m: *const f32,
+        rows: usize,
+    ) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.output_tile_body::<T>(ctx, tile, m, rows) }
+    }
+
+    /// Body of [`Self::output_tile`], inlined into each ISA's copy.
+    #[inline(always)]
+    unsafe fn output_tile_body<T: Transform>(
+        &self,
+        ctx: &Ctx<'_>,
+        tile: usize,
+        m: *const f32,
+        rows: usize,
+    ) {
         let (a, mt, cout, g) = (T::A, T::M, self.out_channels, ctx.grid);
         let (n, ty, tx) = tile_coords(g, tile);
         let stride = rows * self.ldm();
@@ -561,10 +665,7 @@ impl WinogradConv {
             let width = LANES.min(cout - c0);
             for (xi, dst) in d[..a * a].iter_mut().enumerate() {
                 // SAFETY: caller contract; c0 + LANES ≤ ldm.
-                unsafe {
-                    let src = m.add(xi * stride + c0);
-                    std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), LANES);
-                }
+                *dst = unsafe { m.add(xi * stride + c0).cast::<Lane>().read_unaligned() };
             }
             for j in 0..a {
                 for k in 0..a {
@@ -592,8 +693,10 @@ impl WinogradConv {
                     let at = pixel * cout + c0;
                     let mut y = lane(|l| value[l] + bias[l]);
                     if let Some(r) = ctx.residual {
-                        for (y, r) in y[..width].iter_mut().zip(&r[at..at + width]) {
-                            *y += r;
+                        let r = &r[at..at + width];
+                        match <&Lane>::try_from(r) {
+                            Ok(full) => y = lane(|l| y[l] + full[l]),
+                            Err(_) => y = lane(|l| y[l] + r.get(l).copied().unwrap_or(0.0)),
                         }
                     }
                     if self.relu {
@@ -601,7 +704,12 @@ impl WinogradConv {
                     }
                     // SAFETY: pixel < N·H·W and c0 + width ≤ C_out; caller contract.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(y.as_ptr(), ctx.out.ptr().add(at), width);
+                        let dst = ctx.out.ptr().add(at);
+                        if width == LANES {
+                            dst.cast::<Lane>().write_unaligned(y);
+                        } else {
+                            std::ptr::copy_nonoverlapping(y.as_ptr(), dst, width);
+                        }
                     }
                 }
             }
