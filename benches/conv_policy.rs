@@ -118,7 +118,9 @@ fn layers(rounds: usize, iters: usize, batch: usize, only: Option<&str>) {
     println!("|---|---|---|---|");
     for (side, ch) in [(56, 64), (28, 128), (14, 256), (7, 512)] {
         let len = ch * ch * 9;
-        let w: Vec<f32> = (0..len).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-4).collect();
+        let w: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-4)
+            .collect();
         let b = vec![0.01f32; ch];
         let shape = [ch, ch, 3, 3];
         let x: Vec<f32> = (0..batch * side * side * ch)
@@ -135,7 +137,8 @@ fn layers(rounds: usize, iters: usize, batch: usize, only: Option<&str>) {
         ];
         let mut times = vec![Vec::new(); runs.len()];
         for _ in 0..rounds {
-            for ((run, samples), name) in runs.iter().zip(&mut times).zip(["im2col", "f23", "f43"]) {
+            for ((run, samples), name) in runs.iter().zip(&mut times).zip(["im2col", "f23", "f43"])
+            {
                 if only.is_some_and(|o| o != name) {
                     samples.push(f64::NAN);
                     continue;

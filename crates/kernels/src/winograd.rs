@@ -449,7 +449,10 @@ impl WinogradConv {
         });
         let step = self.weights[0].column_step();
         let col_splits = tasks.div_ceil(alpha2);
-        let col_tile = self.out_channels.div_ceil(col_splits).next_multiple_of(step);
+        let col_tile = self
+            .out_channels
+            .div_ceil(col_splits)
+            .next_multiple_of(step);
         let col_tiles = self.out_channels.div_ceil(col_tile);
         (0..alpha2 * col_tiles).into_par_iter().for_each(|t| {
             let (xi, c0) = (t / col_tiles, (t % col_tiles) * col_tile);
@@ -495,7 +498,13 @@ impl WinogradConv {
     ///
     /// # Safety
     /// `v + ξ·rows·ldv + [0, ldv)` is writable for every `ξ < α²` and not accessed concurrently.
-    unsafe fn input_tile<T: Transform>(&self, ctx: &Ctx<'_>, tile: usize, v: *mut f32, rows: usize) {
+    unsafe fn input_tile<T: Transform>(
+        &self,
+        ctx: &Ctx<'_>,
+        tile: usize,
+        v: *mut f32,
+        rows: usize,
+    ) {
         // SAFETY (all arms): caller contract; the ISA was detected on this CPU.
         match Isa::detect() {
             #[cfg(target_arch = "x86_64")]
@@ -885,7 +894,10 @@ mod tests {
         let z = conv.forward_add(&x, &r).unwrap();
         assert!(max_abs_diff(&z, &(y + &r).unwrap()) <= 1e-6);
         assert!(conv.forward(&random_tensor(&[1, 5, 5, 3], 404)).is_err());
-        assert!(conv.forward_add(&x, &random_tensor(&[2, 5, 5, 8], 405)).is_err());
+        assert!(
+            conv.forward_add(&x, &random_tensor(&[2, 5, 5, 8], 405))
+                .is_err()
+        );
         let w5 = random_tensor(&[8, 4, 5, 5], 406);
         assert!(WinogradConv::from_tensors(&w5, &b, true, Variant::F2x3).is_err());
     }
