@@ -379,6 +379,9 @@ impl WinogradConv {
     ) -> Vec<f32> {
         let pixels = grid.batch * grid.height * grid.width;
         let mut out = vec![0f32; pixels * self.out_channels];
+        if grid.tiles == 0 {
+            return out; // empty batch
+        }
         let block = self.block_tiles();
         let blocks = grid.tiles.div_ceil(block);
         let ctx = Ctx {
@@ -894,6 +897,8 @@ mod tests {
         let z = conv.forward_add(&x, &r).unwrap();
         assert!(max_abs_diff(&z, &(y + &r).unwrap()) <= 1e-6);
         assert!(conv.forward(&random_tensor(&[1, 5, 5, 3], 404)).is_err());
+        let empty = Tensor::zeros((0, 5, 6, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(conv.forward(&empty).unwrap().dims(), &[0, 5, 6, 8]);
         assert!(
             conv.forward_add(&x, &random_tensor(&[2, 5, 5, 8], 405))
                 .is_err()
