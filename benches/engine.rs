@@ -13,7 +13,8 @@
 //!
 //! Modes used by `tools/bench/compare.py` (the comparison with ONNX Runtime and torch):
 //! * `--write-weights PATH` writes the synthetic weights as safetensors;
-//! * `--child IMPL WEIGHTS ITERS [BATCH]` prints one JSON line
+//! * `--child IMPL WEIGHTS ITERS [BATCH]` (IMPL: `resnet18-fc`, `resnet18-fc-im2col`,
+//!   `candle-stock`) prints one JSON line
 //!   `{"load_ms", "forward_ms", "rss_mb", "logit_sum", "top1"}` (median forward; logits of image 0).
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,9 @@ use resnet18_fc::classifier::Classifier;
 use resnet18_fc::preprocess::{Limits, TENSOR_LEN};
 use resnet18_fc::synthetic::SyntheticWeights;
 
-const IMPLS: [&str; 2] = ["resnet18-fc", "candle-stock"];
+/// `resnet18-fc-im2col` is our graph with every convolution as im2col + GEMM (no Winograd), the
+/// reference for what the Winograd 3×3 layers gain; stock candle stays last (the ratio base).
+const IMPLS: [&str; 3] = ["resnet18-fc", "resnet18-fc-im2col", "candle-stock"];
 /// (threads, batch) of each measured configuration.
 const CONFIGS: [(usize, usize); 3] = [(1, 1), (2, 1), (2, 8)];
 
@@ -157,8 +160,13 @@ fn bench_input(batch: usize) -> Vec<f32> {
 fn child(implementation: &str, weights: &Path, iters: usize, batch: usize) {
     let input_data = bench_input(batch);
     let started = Instant::now();
+    if implementation == "resnet18-fc-im2col" {
+        // SAFETY: the child is still single-threaded here (no rayon pool, no model yet), so
+        // nothing reads the environment concurrently.
+        unsafe { std::env::set_var(resnet18_fc::resnet::CONV_POLICY_ENV, "im2col") };
+    }
     let forward: Box<dyn Fn() -> Vec<f32>> = match implementation {
-        "resnet18-fc" => {
+        "resnet18-fc" | "resnet18-fc-im2col" => {
             let classifier =
                 Classifier::load_with_limits(weights, Limits::default()).expect("load");
             Box::new(move || {

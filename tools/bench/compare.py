@@ -34,9 +34,9 @@ SIDE = 224
 CONFIGS = [
     (system, threads, batch)
     for (threads, batch) in [(1, 1), (2, 1), (2, 8)]
-    for system in ["onnxruntime", "torch", "resnet18-fc", "candle-stock"]
+    for system in ["onnxruntime", "torch", "resnet18-fc", "resnet18-fc-im2col", "candle-stock"]
 ]
-RUST_SYSTEMS = {"resnet18-fc", "candle-stock"}
+RUST_SYSTEMS = {"resnet18-fc", "resnet18-fc-im2col", "candle-stock"}
 
 
 def log(*args):

@@ -465,16 +465,8 @@ impl candle_core::CustomOp2 for WithResidual<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{SplitMix64, max_abs_diff};
+    use crate::test_support::{max_abs_diff, random_tensor as random};
     use candle_core::Device;
-
-    /// A reproducible tensor with values in [-1, 1).
-    fn random(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = SplitMix64::new(seed);
-        let len: usize = shape.iter().product();
-        let values: Vec<f32> = (0..len).map(|_| rng.next_signed_unit() as f32).collect();
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
 
     struct Case {
         batch: usize,

@@ -15,7 +15,9 @@
 //!
 //! One module per kernel family: [`conv`] (convolution as tiled im2col + GEMM), [`matmul`]
 //! (packed-weight register-blocked matrix multiply for AVX-512 / AVX2), [`pool`]
-//! (max-pool and global average pool) and [`fold`] (batch-norm folding, run once at load).
+//! (max-pool and global average pool), [`winograd`] (3×3 stride-1 convolutions as Winograd
+//! `F(2,3)` / `F(4,3)`: transformed tiles + one GEMM per tile position) and [`fold`]
+//! (batch-norm folding, run once at load).
 //! [`threads`] describes the thread budget.
 //!
 //! This is a crate of its own (workspace member `crates/kernels`) so that it is compiled with
@@ -27,6 +29,7 @@ pub mod fold;
 pub mod matmul;
 pub mod pool;
 pub mod threads;
+pub mod winograd;
 
 #[cfg(test)]
 mod test_support;
@@ -34,6 +37,7 @@ mod test_support;
 pub use conv::PackedConv;
 pub use fold::{BatchNorm, fold_batch_norm};
 pub use pool::{GlobalAvgPool, MaxPool};
+pub use winograd::{Variant as WinogradVariant, WinogradConv};
 
 /// Borrows the contiguous f32 data of a custom-op input, or explains why it cannot.
 pub(crate) fn contiguous_f32<'a>(

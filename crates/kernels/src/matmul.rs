@@ -177,13 +177,52 @@ impl PackedB {
         c0: usize,
         c1: usize,
     ) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.gemm(a, lda, rows, c, ldc, c0, c1, true) }
+    }
+
+    /// `C[0..rows, c0..c1] = A[0..rows, :] · B[:, c0..c1]`, single-threaded: as
+    /// [`Self::gemm_acc`] but `C` is only written, so it may start with any (initialised) values.
+    ///
+    /// # Safety
+    /// As [`Self::gemm_acc`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_set(
+        &self,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        c: *mut f32,
+        ldc: usize,
+        c0: usize,
+        c1: usize,
+    ) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.gemm(a, lda, rows, c, ldc, c0, c1, false) }
+    }
+
+    /// `C (+)= A · B` on columns `c0..c1`; `accumulate` selects `+=` or `=`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        &self,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        c: *mut f32,
+        ldc: usize,
+        c0: usize,
+        c1: usize,
+        accumulate: bool,
+    ) {
         debug_assert!(c1 <= self.n && c0 <= c1);
         match self.isa {
             // SAFETY (all arms): forwarded caller contract; the ISA was detected on this CPU
             // when `pack` was called with it.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx2 => unsafe { self.blocked(a, lda, rows, c, ldc, c0, c1) },
-            _ => unsafe { self.portable(a, lda, rows, c, ldc, c0, c1) },
+            Isa::Avx512 | Isa::Avx2 => unsafe {
+                self.blocked(a, lda, rows, c, ldc, c0, c1, accumulate)
+            },
+            _ => unsafe { self.portable(a, lda, rows, c, ldc, c0, c1, accumulate) },
         }
     }
 
@@ -198,6 +237,7 @@ impl PackedB {
         ldc: usize,
         c0: usize,
         c1: usize,
+        accumulate: bool,
     ) {
         let b = self.floats();
         // SAFETY: caller contract; `b` is the row-major k×n matrix (Portable packing).
@@ -209,7 +249,7 @@ impl PackedB {
                 c.add(c0),
                 1,
                 ldc as isize,
-                true,
+                accumulate,
                 a,
                 1,
                 lda as isize,
@@ -238,12 +278,15 @@ impl PackedB {
         ldc: usize,
         c0: usize,
         c1: usize,
+        accumulate: bool,
     ) {
         let (mr, nr, k) = (self.isa.mr(), self.isa.nr(), self.k);
         let panels = self.floats();
         let mut edge = [0f32; 12 * 32];
         for kb in (0..k).step_by(KC) {
             let kc = KC.min(k - kb);
+            // Later K blocks always add to what the first one stored.
+            let add = accumulate || kb > 0;
             for col in (c0..c1).step_by(nr) {
                 let width = nr.min(c1 - col);
                 // SAFETY: `col` is a multiple of nr, so it starts panel col/nr; the panel has
@@ -255,16 +298,19 @@ impl PackedB {
                     let a_strip = unsafe { a.add(r * lda + kb) };
                     let c_strip = unsafe { c.add(r * ldc + col) };
                     if width == nr {
-                        unsafe { self.micro(m, kc, a_strip, lda, b, c_strip, ldc) };
+                        unsafe { self.micro(m, kc, a_strip, lda, b, c_strip, ldc, add) };
                     } else {
                         // Partial panel: run on a full-width scratch tile, copy back the valid
                         // columns only (the padding columns of B are zero).
-                        for i in 0..m {
-                            for j in 0..width {
-                                edge[i * nr + j] = unsafe { *c_strip.add(i * ldc + j) };
+                        if add {
+                            for i in 0..m {
+                                for j in 0..width {
+                                    edge[i * nr + j] = unsafe { *c_strip.add(i * ldc + j) };
+                                }
                             }
                         }
-                        unsafe { self.micro(m, kc, a_strip, lda, b, edge.as_mut_ptr(), nr) };
+                        let scratch = edge.as_mut_ptr();
+                        unsafe { self.micro(m, kc, a_strip, lda, b, scratch, nr, add) };
                         for i in 0..m {
                             for j in 0..width {
                                 unsafe { *c_strip.add(i * ldc + j) = edge[i * nr + j] };
@@ -276,7 +322,7 @@ impl PackedB {
         }
     }
 
-    /// Dispatches to the micro-kernel for `m ≤ MR` rows.
+    /// Dispatches to the micro-kernel for `m ≤ MR` rows (`add`: `C +=`, else `C =`).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn micro(
@@ -288,13 +334,14 @@ impl PackedB {
         b: *const f32,
         c: *mut f32,
         ldc: usize,
+        add: bool,
     ) {
         use x86::{avx2, avx512};
         macro_rules! dispatch {
             ($f:ident, $($m:literal)*) => {
                 match m {
                     // SAFETY: caller contract of `blocked`; the ISA is available.
-                    $($m => unsafe { $f::<$m>(kc, a, lda, b, c, ldc) },)*
+                    $($m => unsafe { $f::<$m>(kc, a, lda, b, c, ldc, add) },)*
                     _ => unreachable!("micro-tile rows out of range"),
                 }
             };
@@ -310,8 +357,8 @@ impl PackedB {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `C[0..M, 0..32] += A[0..M, 0..kc] · B[0..kc, 0..32]`; `b` is a packed panel slice with
-    /// rows of 32 floats, 64-byte aligned.
+    /// `C[0..M, 0..32] += A[0..M, 0..kc] · B[0..kc, 0..32]` (`=` when `add` is false); `b` is a
+    /// packed panel slice with rows of 32 floats, 64-byte aligned.
     ///
     /// # Safety
     /// AVX-512F available; `a` has `M` rows of `kc` floats (stride `lda`); `b` has `kc × 32`
@@ -324,6 +371,7 @@ mod x86 {
         b: *const f32,
         c: *mut f32,
         ldc: usize,
+        add: bool,
     ) {
         unsafe {
             let mut lo = [_mm512_setzero_ps(); M];
@@ -337,16 +385,23 @@ mod x86 {
                     hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
                 }
             }
+            if add {
+                for i in 0..M {
+                    let row = c.add(i * ldc);
+                    lo[i] = _mm512_add_ps(_mm512_loadu_ps(row), lo[i]);
+                    hi[i] = _mm512_add_ps(_mm512_loadu_ps(row.add(16)), hi[i]);
+                }
+            }
             for i in 0..M {
                 let row = c.add(i * ldc);
-                _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), lo[i]));
-                let row = row.add(16);
-                _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), hi[i]));
+                _mm512_storeu_ps(row, lo[i]);
+                _mm512_storeu_ps(row.add(16), hi[i]);
             }
         }
     }
 
-    /// `C[0..M, 0..16] += A[0..M, 0..kc] · B[0..kc, 0..16]` with AVX2 + FMA.
+    /// `C[0..M, 0..16] += A[0..M, 0..kc] · B[0..kc, 0..16]` (`=` when `add` is false) with
+    /// AVX2 + FMA.
     ///
     /// # Safety
     /// AVX2 and FMA available; as [`avx512`] with 16-float panel rows (32-byte aligned).
@@ -358,6 +413,7 @@ mod x86 {
         b: *const f32,
         c: *mut f32,
         ldc: usize,
+        add: bool,
     ) {
         unsafe {
             let mut lo = [_mm256_setzero_ps(); M];
@@ -371,11 +427,17 @@ mod x86 {
                     hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
                 }
             }
+            if add {
+                for i in 0..M {
+                    let row = c.add(i * ldc);
+                    lo[i] = _mm256_add_ps(_mm256_loadu_ps(row), lo[i]);
+                    hi[i] = _mm256_add_ps(_mm256_loadu_ps(row.add(8)), hi[i]);
+                }
+            }
             for i in 0..M {
                 let row = c.add(i * ldc);
-                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), lo[i]));
-                let row = row.add(8);
-                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), hi[i]));
+                _mm256_storeu_ps(row, lo[i]);
+                _mm256_storeu_ps(row.add(8), hi[i]);
             }
         }
     }
@@ -458,6 +520,32 @@ mod tests {
                 };
                 assert!((got[i * n + j] - want).abs() <= 1e-4, "row {i} col {j}");
             }
+        }
+    }
+
+    #[test]
+    fn gemm_set_overwrites_previous_contents_on_every_isa() {
+        // K across a KC boundary (the second K block must add to what the first stored) and a
+        // partial last panel (the edge path must not read the old contents).
+        let (rows, k, n) = (14, 300, 40);
+        let a = random(rows * k, 11);
+        let b = random(k * n, 12);
+        let zeros = vec![0f32; rows * n];
+        let expected = reference(&a, &b, &zeros, rows, k, n);
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+            if !isa.supported() {
+                continue;
+            }
+            let packed = PackedB::pack(&b, k, n, isa);
+            let mut got = vec![1.0e6f32; rows * n];
+            // SAFETY: shapes as documented; whole column range.
+            unsafe { packed.gemm_set(a.as_ptr(), k, rows, got.as_mut_ptr(), n, 0, n) };
+            let diff = got
+                .iter()
+                .zip(&expected)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(diff <= 1e-4, "{isa:?}: max diff {diff}");
         }
     }
 }

@@ -39,3 +39,11 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// A reproducible f32 tensor with values in [-1, 1).
+pub fn random_tensor(shape: &[usize], seed: u64) -> candle_core::Tensor {
+    let mut rng = SplitMix64::new(seed);
+    let len: usize = shape.iter().product();
+    let values: Vec<f32> = (0..len).map(|_| rng.next_signed_unit() as f32).collect();
+    candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu).unwrap()
+}
