@@ -1,6 +1,7 @@
 //! Big-JPEG benchmark (issue 6 goal: a 4000×3000 JPEG end-to-end ≤ 2× a 500×375 one).
 //!
 //! Run: `cargo bench --bench big_jpeg` (optionally `-- --rounds 7 --iters 3 --threads 2`).
+//! `-- --stages` instead times the stages of decoding the 4000×3000 photo (see [`stages`]).
 //!
 //! Makes two photo-like JPEGs (the `chelsea.jpg` fixture resized, with grain and a 4-pixel
 //! texture, encoded 4:2:0 at quality 85 by `jpeg-encoder`), 4000×3000 and 500×375, and
@@ -16,7 +17,7 @@
 
 use std::time::Instant;
 
-use image::{RgbImage, imageops};
+use image::{ImageDecoder, RgbImage, imageops};
 use jpeg_encoder::{ColorType, Encoder};
 use resnet18_fc::classifier::Classifier;
 use resnet18_fc::preprocess::{Limits, preprocess};
@@ -36,6 +37,10 @@ fn main() {
             .expect("rayon pool");
     }
     let files: Vec<Vec<u8>> = SIZES.iter().map(|&(w, h)| encode(&photo(w, h))).collect();
+    if args.iter().any(|a| a == "--stages") {
+        stages(&files[0], rounds * iters);
+        return;
+    }
     let classifiers: Vec<Classifier> = MODES
         .iter()
         .map(|&(_, exact_jpeg)| {
@@ -71,6 +76,93 @@ fn main() {
         eprintln!("round {}/{rounds} done", round + 1);
     }
     print_table(&files, &mut samples, rounds, iters);
+}
+
+/// Where the time of a big JPEG goes, each stage timed `samples` times (interleaved) on
+/// the same bytes: copying the body, reading the header and EXIF orientation, full
+/// decodes by `image` (zune-jpeg) and `jpeg-decoder`, `jpeg-decoder` at 1/2, 1/4 and 1/8
+/// (its 1/8 IDCT is a DC term only, so that row is almost all entropy decoding), and
+/// `preprocess` (jpeg-decoder at the rule's scale, then resize and crop) with its own
+/// decode / transform split.
+fn stages(bytes: &[u8], samples: usize) {
+    type Stage<'a> = (&'a str, Box<dyn Fn() -> f64 + 'a>);
+    let jpeg_decoder = |d: u16| {
+        timed(move || {
+            let mut decoder = jpeg_decoder::Decoder::new(bytes);
+            decoder.read_info().expect("header");
+            let info = decoder.info().expect("info");
+            decoder
+                .scale(info.width.div_ceil(d), info.height.div_ceil(d))
+                .expect("scale");
+            std::hint::black_box(decoder.decode().expect("decodes"));
+        })
+    };
+    let header = || {
+        let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .expect("format");
+        let mut decoder = reader.into_decoder().expect("decoder");
+        std::hint::black_box((decoder.dimensions(), decoder.orientation().ok()));
+    };
+    let mut table: Vec<Stage<'_>> = vec![
+        (
+            "copy the body (Vec)",
+            timed(|| drop(std::hint::black_box(bytes.to_vec()))),
+        ),
+        ("header + EXIF orientation (image)", timed(header)),
+        (
+            "full decode, image (zune-jpeg)",
+            timed(|| drop(image::load_from_memory(bytes).expect("decodes"))),
+        ),
+    ];
+    for (name, d) in [
+        ("jpeg-decoder 1/1", 1u16),
+        ("jpeg-decoder 1/2", 2),
+        ("jpeg-decoder 1/4", 4),
+        ("jpeg-decoder 1/8", 8),
+    ] {
+        table.push((name, jpeg_decoder(d)));
+    }
+    let mut splits = (Vec::new(), Vec::new());
+    let mut totals = Vec::new();
+    let mut results = vec![Vec::new(); table.len()];
+    for _ in 0..samples {
+        for (stage, out) in table.iter().zip(&mut results) {
+            out.push((stage.1)());
+        }
+        let started = Instant::now();
+        let p = preprocess(bytes, &Limits::default()).expect("preprocesses");
+        totals.push(ms(started));
+        splits.0.push(p.decode.as_secs_f64() * 1e3);
+        splits.1.push(p.transform.as_secs_f64() * 1e3);
+    }
+    println!(
+        "stages of a {} B 4000×3000 JPEG: medians of {samples}, interleaved",
+        bytes.len()
+    );
+    println!("| stage | ms |");
+    println!("|---|---|");
+    for ((name, _), out) in table.iter().zip(&mut results) {
+        println!("| {name} | {:.2} |", median(out));
+    }
+    println!(
+        "| preprocess (scaled, default) | {:.2} |",
+        median(&mut totals)
+    );
+    println!("| … of which decode | {:.2} |", median(&mut splits.0));
+    println!(
+        "| … of which resize + crop + normalise | {:.2} |",
+        median(&mut splits.1)
+    );
+}
+
+/// Wraps `f` so that calling it returns its duration in milliseconds.
+fn timed<'a>(f: impl Fn() + 'a) -> Box<dyn Fn() -> f64 + 'a> {
+    Box::new(move || {
+        let started = Instant::now();
+        f();
+        ms(started)
+    })
 }
 
 fn print_table(
