@@ -37,9 +37,9 @@ def exif_jpeg(orientation):
     return image_bytes("JPEG", size=(16, 8), exif=exif.tobytes())
 
 
-def large_jpeg(mode, size, **kw):
-    """A smooth gradient JPEG of `size` (short side >= 1024: the reduced-scale decode path).
-    Smooth content compresses to a few KB, so the seed stays small."""
+def gradient_jpeg(mode, size, **kw):
+    """A smooth gradient JPEG of `size`: for `jpeg_scaled`, which decodes at 1/2..1/8 scale
+    from a 32-px shorter side on (its fuzz-only threshold)."""
     ramp_x = Image.linear_gradient("L").rotate(90).resize(size)
     ramp_y = Image.linear_gradient("L").resize(size)
     if mode == "L":
@@ -82,16 +82,17 @@ def main():
 
     exif = Image.Exif()
     exif[0x0112] = 6
-    large = {
-        "baseline-420.jpg": large_jpeg("RGB", (1280, 1024)),
-        "baseline-444.jpg": large_jpeg("RGB", (1024, 1024), subsampling=0),
-        "progressive.jpg": large_jpeg("RGB", (1024, 2100), progressive=True),
-        "gray.jpg": large_jpeg("L", (2048, 1024)),
-        "cmyk.jpg": large_jpeg("CMYK", (1024, 1024)),
-        "restart.jpg": large_jpeg("RGB", (1024, 1200), restart_marker_rows=1),
-        "exif6.jpg": large_jpeg("RGB", (1536, 1024), exif=exif.tobytes()),
+    scaled = {
+        "baseline-420.jpg": gradient_jpeg("RGB", (80, 64)),
+        "baseline-444.jpg": gradient_jpeg("RGB", (64, 64), subsampling=0),
+        "baseline-422.jpg": gradient_jpeg("RGB", (48, 40), subsampling=1),
+        "progressive.jpg": gradient_jpeg("RGB", (64, 131), progressive=True),
+        "gray.jpg": gradient_jpeg("L", (128, 130)),
+        "cmyk.jpg": gradient_jpeg("CMYK", (64, 64)),
+        "restart.jpg": gradient_jpeg("RGB", (64, 75), restart_marker_rows=1),
+        "exif6.jpg": gradient_jpeg("RGB", (96, 33), exif=exif.tobytes()),
     }
-    for name, data in large.items():
+    for name, data in scaled.items():
         write("jpeg_scaled", name, data)
 
     png_b64 = base64.b64encode(images["rgb.png"]).decode()

@@ -41,6 +41,8 @@
 
 mod decode;
 mod jpeg_scaled;
+#[cfg(fuzzing)]
+pub use jpeg_scaled::fuzzing;
 mod pixels;
 mod resample;
 

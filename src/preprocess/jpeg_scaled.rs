@@ -38,11 +38,39 @@ const MIN_OVERSAMPLING: u32 = 2;
 /// with `min(width, height) / d ≥ 2 · 256`, else 1 (decode exactly).
 pub fn denominator(width: u32, height: u32) -> u32 {
     let short = u64::from(width.min(height));
-    let needed = u64::from(MIN_OVERSAMPLING * RESIZE_SHORTER);
+    let needed = u64::from(scale_from());
     [8u32, 4, 2]
         .into_iter()
         .find(|&d| short >= needed * u64::from(d))
         .unwrap_or(1)
+}
+
+/// The shorter side (in decoded pixels) a scaled decode must keep: 2 × 256.
+#[cfg(not(fuzzing))]
+fn scale_from() -> u32 {
+    MIN_OVERSAMPLING * RESIZE_SHORTER
+}
+
+/// Fuzz builds only: the value of [`fuzzing::JPEG_SCALE_FROM`], 2 × 256 unless a fuzz
+/// target lowers it.
+#[cfg(fuzzing)]
+fn scale_from() -> u32 {
+    fuzzing::JPEG_SCALE_FROM.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Hooks for the cargo-fuzz targets (compiled only with `--cfg fuzzing`, which cargo-fuzz
+/// sets): the `jpeg_scaled` target lowers the size from which JPEGs are decoded at reduced
+/// scale, so that small, fast inputs take this path. Under AddressSanitizer with
+/// comparison tracing, one 1024-px JPEG (the smallest the product scales) takes 6–37 s,
+/// which is no fuzzing campaign.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use std::sync::atomic::AtomicU32;
+
+    /// The shorter side from which a scaled decode is chosen, divided by the denominator;
+    /// see [`super::denominator`].
+    pub static JPEG_SCALE_FROM: AtomicU32 =
+        AtomicU32::new(super::MIN_OVERSAMPLING * super::RESIZE_SHORTER);
 }
 
 /// A JPEG decoded at `1/denominator` of its stored size.
