@@ -72,9 +72,9 @@ pub struct ServeArgs {
     /// the background, when it is missing: progress bar on a terminal, log lines otherwise).
     #[arg(long, env = "RESNET18_FC_OFFLINE")]
     offline: bool,
-    /// Keep glibc's default malloc behaviour. By default the server fixes the mmap threshold at
-    /// 256 KiB so the buffers of a forward pass go back to the kernel when freed (lower peak
-    /// and resident memory); malloc options in GLIBC_TUNABLES also turn this off.
+    /// Keep glibc's default malloc arenas. By default the server uses one arena, so the
+    /// inference threads share the memory freed by forward passes instead of each keeping its
+    /// own (lower peak RSS); malloc options in GLIBC_TUNABLES also turn this off.
     #[arg(long, env = "RESNET18_FC_NO_MALLOC_TUNING")]
     no_malloc_tuning: bool,
 }

@@ -47,18 +47,18 @@ use super::pool::{Admission, InferencePool};
 use crate::classifier::{Class, Classifier, ClassifyError, top_k};
 use crate::preprocess::TENSOR_LEN;
 
-/// Largest batch by default. Measured with stock candle kernels on the shared 2-vCPU
-/// development machine under heavy load (load average 10–14): one forward of 8 images cost
-/// 0.98× the time of 8 forwards of one (`examples/batch_forward.rs`), and `tools/bench/http_bench.py`
-/// saw 1.18× the throughput at 8 concurrent requests with batching on, for a peak RSS of
-/// 307 MB instead of 148 MB. Memory grows by roughly 20 MB per image of the largest batch;
-/// lower `--batch-max` where RSS matters more than throughput.
-pub const DEFAULT_BATCH_MAX: usize = 4;
+/// Largest batch by default: 2, for peak RSS. Measured with the release server on the
+/// 2-vCPU development machine (load average 8, so small differences are noise), 8 concurrent
+/// requests, `--batch-max` 2 / 4 / 8 each against 1 in alternation: 3 % / 4.6 % / 1.5 % less
+/// wall time per image, for a peak RSS of 79 / 98 / 126 MiB instead of 76 (2 workers; see
+/// [`ImageLimits`]: a forward holds about 8 MB per image). FC sends at most
+/// `instanceConcurrency` (4 in `s.yaml`) requests at once anyway.
+pub const DEFAULT_BATCH_MAX: usize = 2;
 /// Longest wait for companions by default, in milliseconds (about one preprocessing of a
 /// typical photo: a request never waits longer than that for others to join).
 pub const DEFAULT_BATCH_WAIT_MS: u64 = 5;
-/// Largest accepted `--batch-max`: at about 20 MB of activations per image (stock candle),
-/// a batch of 32 needs some 650 MB.
+/// Largest accepted `--batch-max`: at about 8 MB of activations per image, a batch of 32
+/// needs some 250 MB.
 pub const BATCH_MAX_LIMIT: usize = 32;
 
 /// How many images the [`Batcher`] lets into memory at once, from its options and the pool.
@@ -627,8 +627,8 @@ mod tests {
         vec![first, 0.5, 0.25]
     }
 
-    /// Queues `firsts` while the pool's only worker is held, then releases it: all of them
-    /// are queued before the collector can take a batch.
+    /// Queues `firsts` while the pool's only worker is held, then releases it: all of them (up
+    /// to the staged limit) are queued before the collector can take a batch.
     async fn burst(
         batcher: &Batcher,
         pool: &InferencePool,
@@ -645,7 +645,9 @@ mod tests {
                 )
             })
             .collect();
-        while batcher.stats().queued < firsts.len() {
+        // Those beyond the staged limit wait for room, and queue as forwards end.
+        let queueable = firsts.len().min(batcher.stats().limits.staged);
+        while batcher.stats().queued < queueable {
             tokio::task::yield_now().await;
         }
         drop(held);

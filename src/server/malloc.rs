@@ -1,65 +1,76 @@
-//! glibc malloc settings for the serving process, applied once at start.
+//! glibc malloc settings for the serving process: one arena, and a trim after the model load.
 //!
-//! Why: a forward pass allocates its activations as a few dozen buffers of 0.1–26 MB and frees
-//! them at its end. glibc serves any block above `M_MMAP_THRESHOLD` (128 KiB at start) with
-//! its own `mmap` and gives it back to the kernel on `free`, but its *dynamic* threshold rises
-//! to the size of every such block freed (up to 32 MiB): after the first forward, activations
-//! come from the heap arenas instead, and freed arena memory mostly stays resident (only the
-//! top of a heap is trimmed). Measured with `tools/bench/http_bench.py`'s server
-//! (synthetic weights, 500×375 JPEG): resident memory after loading fell from 85 MB to 57 MB
-//! with the threshold fixed at 256 KiB, and stayed there after load instead of creeping up.
+//! Why (measured with the release server on synthetic weights, 500×375 JPEG, 2 workers,
+//! bursts of 4 concurrent requests, load average 6–8; `tools/bench/http_bench.py` and paired
+//! runs, see the README's Performance section):
+//! - glibc gives every thread that allocates its own arena (up to 8 per core) and an arena
+//!   keeps what was freed in it for reuse. Both inference threads allocate a forward's
+//!   activations, so each arena ends up holding a forward's worth: peak RSS 130 MiB.
+//!   `M_ARENA_MAX` = 1 makes them share one: 94 MiB, forward time unchanged (291 vs 291 ms).
+//! - Loading reads each tensor into a temporary before packing it; the freed temporaries stay
+//!   in the heap (about 20 MB). `malloc_trim(0)` once the model is ready returns them.
+//! - Not chosen: a fixed `M_MMAP_THRESHOLD` (256 KiB), which maps and unmaps every large
+//!   buffer of every forward. It gave the lowest peak (86 MiB) but made forwards 26–32 %
+//!   slower (page faults on every fresh mapping).
 //!
-//! What: `mallopt(M_MMAP_THRESHOLD, 256 KiB)`. Setting it also freezes the dynamic
-//! adjustment, of this threshold and of `M_TRIM_THRESHOLD` (left at its 128 KiB default).
-//! Blocks of 256 KiB and more (one 224×224 image is 588 KiB) are then mapped on allocation and
-//! unmapped on free; smaller ones still come from the arenas.
-//!
-//! Not applied: on other C libraries (musl has no `mallopt` thresholds), or when the operator
-//! already set malloc options in `GLIBC_TUNABLES` (theirs win), or with `--no-malloc-tuning`.
-
-/// The fixed mmap threshold in bytes: blocks this large or larger get their own mapping.
-pub const MMAP_THRESHOLD: usize = 256 * 1024;
+//! Not applied: on other C libraries, when `GLIBC_TUNABLES` already sets a malloc option (the
+//! operator's settings win), or with `--no-malloc-tuning`.
 
 /// What [`tune_for_serving`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MallocTuning {
-    /// `M_MMAP_THRESHOLD` is now fixed at this many bytes.
-    Applied {
-        /// The threshold set.
-        mmap_threshold: usize,
-    },
+    /// `M_ARENA_MAX` is now 1.
+    OneArena,
     /// Left as it was, for this reason.
     Skipped(&'static str),
 }
 
-/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`] unless `glibc_tunables` (the value of
-/// `GLIBC_TUNABLES`) already sets a malloc option. Call it before the process starts threads
-/// that allocate (it is process-wide).
+/// Limits glibc to one malloc arena unless `glibc_tunables` (the value of `GLIBC_TUNABLES`)
+/// already sets a malloc option. Call it first thing, before the process starts threads.
 pub fn tune_for_serving(glibc_tunables: Option<&str>) -> MallocTuning {
     if glibc_tunables.is_some_and(|t| t.contains("glibc.malloc.")) {
         return MallocTuning::Skipped("GLIBC_TUNABLES sets malloc options");
     }
-    set_mmap_threshold(MMAP_THRESHOLD)
+    imp::one_arena()
+}
+
+/// Returns the free memory of malloc's heaps to the kernel (glibc's `malloc_trim(0)`); true
+/// if some was returned. Cheap enough for once after loading, too slow for every request.
+pub fn release_free_memory() -> bool {
+    imp::trim()
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn set_mmap_threshold(bytes: usize) -> MallocTuning {
-    let Ok(value) = libc::c_int::try_from(bytes) else {
-        return MallocTuning::Skipped("threshold out of range");
-    };
-    // SAFETY: mallopt only updates malloc's parameters under its own lock; any value is
-    // accepted or refused (return 0), never undefined behaviour.
-    match unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, value) } {
-        1 => MallocTuning::Applied {
-            mmap_threshold: bytes,
-        },
-        _ => MallocTuning::Skipped("mallopt refused the threshold"),
+mod imp {
+    use super::MallocTuning;
+
+    pub fn one_arena() -> MallocTuning {
+        // SAFETY: mallopt only updates malloc's parameters under its own lock; a value is
+        // accepted (1) or refused (0), never undefined behaviour.
+        match unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) } {
+            1 => MallocTuning::OneArena,
+            _ => MallocTuning::Skipped("mallopt refused M_ARENA_MAX"),
+        }
+    }
+
+    pub fn trim() -> bool {
+        // SAFETY: malloc_trim walks malloc's own arenas under their locks and takes no
+        // pointers from us.
+        unsafe { libc::malloc_trim(0) == 1 }
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_mmap_threshold(_bytes: usize) -> MallocTuning {
-    MallocTuning::Skipped("not glibc")
+mod imp {
+    use super::MallocTuning;
+
+    pub fn one_arena() -> MallocTuning {
+        MallocTuning::Skipped("not glibc")
+    }
+
+    pub fn trim() -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -68,7 +79,7 @@ mod tests {
 
     #[test]
     fn malloc_options_in_glibc_tunables_are_left_alone() {
-        let tuning = tune_for_serving(Some("glibc.malloc.arena_max=1"));
+        let tuning = tune_for_serving(Some("glibc.malloc.arena_max=2"));
         assert_eq!(
             tuning,
             MallocTuning::Skipped("GLIBC_TUNABLES sets malloc options")
@@ -77,14 +88,21 @@ mod tests {
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
-    fn glibc_accepts_the_threshold_and_other_tunables_do_not_stop_it() {
-        // Process-wide, but the same value the server sets; other tests are unaffected.
+    fn glibc_accepts_one_arena_and_other_tunables_do_not_stop_it() {
+        // Process-wide; harmless for the other tests of this binary.
         let tuning = tune_for_serving(Some("glibc.cpu.hwcaps=-AVX512F"));
-        assert_eq!(
-            tuning,
-            MallocTuning::Applied {
-                mmap_threshold: MMAP_THRESHOLD
-            }
-        );
+        assert_eq!(tuning, MallocTuning::OneArena);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_trim_returns_freed_heap_memory() {
+        // 64 blocks of 64 KiB (below the mmap threshold, so they come from a heap); all but
+        // the last freed: 4 MB free below a block in use, which `free` itself never returns.
+        let mut blocks: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 64 * 1024]).collect();
+        let last = blocks.pop();
+        drop(blocks);
+        assert!(release_free_memory(), "nothing was returned");
+        assert_eq!(last.map(|b| b[0]), Some(63));
     }
 }
