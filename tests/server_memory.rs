@@ -85,7 +85,10 @@ async fn peak_memory_stays_under_100_mb_through_bursts_with_batching_on() {
     let forwards = batching["forwards"].as_u64().expect("forwards");
     // Warm-up forward at load is not counted; every request is.
     assert_eq!(images, (CONCURRENCY * WAVES) as u64, "{batching}");
-    assert!(forwards < images, "no forward had several images: {batching}");
+    assert!(
+        forwards < images,
+        "no forward had several images: {batching}"
+    );
     assert_eq!(batching["max"], 2, "the default batch size: {batching}");
     let peak = status_bytes(server.pid(), "VmHWM");
     let model = std::fs::metadata(model_file()).expect("model").len();
