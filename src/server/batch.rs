@@ -17,6 +17,15 @@
 //!   and may run on another worker: at most `workers` jobs run at once, as before.
 //! - `max` = 1 disables batching: every forward has one image.
 //!
+//! Memory (see [`ImageLimits`]): a forward's activations grow with its images (about 8 MB per
+//! 224×224 image with the current kernels), and a preprocessed image is 0.6 MB. So the images in
+//! running forwards together are at most `max(max, workers)`: a batch takes only the room that
+//! running forwards leave, and with the room used up, the next batch waits for a forward to end
+//! (one full batch already keeps every worker thread busy, its kernels being parallel). And at
+//! most that many plus `max` images are held preprocessed (queued or in a forward): a request
+//! reserves its place ([`Preparing::reserve`]) before it decodes, so a burst of requests
+//! waits as encoded bodies instead of piling up decoded images.
+//!
 //! Failures stay with their own request: if a batched forward fails or panics, each of its
 //! images is run again alone, so only the image that causes the failure gets the error. A
 //! request whose client has gone is dropped from the queue before its forward, and its place
@@ -32,25 +41,46 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::pool::{Admission, InferencePool};
 use crate::classifier::{Class, Classifier, ClassifyError, top_k};
 use crate::preprocess::TENSOR_LEN;
 
-/// Largest batch by default. Measured with stock candle kernels on the shared 2-vCPU
-/// development machine under heavy load (load average 10–14): one forward of 8 images cost
-/// 0.98× the time of 8 forwards of one (`examples/batch_forward.rs`), and `tools/bench/http_bench.py`
-/// saw 1.18× the throughput at 8 concurrent requests with batching on, for a peak RSS of
-/// 307 MB instead of 148 MB. Memory grows by roughly 20 MB per image of the largest batch;
-/// lower `--batch-max` where RSS matters more than throughput.
-pub const DEFAULT_BATCH_MAX: usize = 8;
+/// Largest batch by default: 2, for peak RSS. Measured with the release server on the
+/// 2-vCPU development machine (load average 8, so small differences are noise), 8 concurrent
+/// requests, `--batch-max` 2 / 4 / 8 each against 1 in alternation: 3 % / 4.6 % / 1.5 % less
+/// wall time per image, for a peak RSS of 79 / 98 / 126 MiB instead of 76 (2 workers; see
+/// [`ImageLimits`]: a forward holds about 8 MB per image). FC sends at most
+/// `instanceConcurrency` (4 in `s.yaml`) requests at once anyway.
+pub const DEFAULT_BATCH_MAX: usize = 2;
 /// Longest wait for companions by default, in milliseconds (about one preprocessing of a
 /// typical photo: a request never waits longer than that for others to join).
 pub const DEFAULT_BATCH_WAIT_MS: u64 = 5;
-/// Largest accepted `--batch-max`: at about 20 MB of activations per image (stock candle),
-/// a batch of 32 needs some 650 MB.
+/// Largest accepted `--batch-max`: at about 8 MB of activations per image, a batch of 32
+/// needs some 250 MB.
 pub const BATCH_MAX_LIMIT: usize = 32;
+
+/// How many images the [`Batcher`] lets into memory at once, from its options and the pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ImageLimits {
+    /// Images in running forwards together, at most: `max(batch max, workers)`.
+    pub in_forward: usize,
+    /// Preprocessed images held (queued or in a forward), at most: `in_forward + batch max`,
+    /// so that while the forwards run a full next batch can form.
+    pub staged: usize,
+}
+
+impl ImageLimits {
+    /// The limits for batches of up to `max` images on `workers` inference workers.
+    pub fn new(max: usize, workers: usize) -> Self {
+        let in_forward = max.max(workers).max(1);
+        Self {
+            in_forward,
+            staged: in_forward + max.max(1),
+        }
+    }
+}
 
 /// Tunables of the [`Batcher`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +165,13 @@ pub struct BatchStats {
     pub queued: usize,
     /// Admitted requests preprocessing right now (or waiting to).
     pub preparing: usize,
+    /// The memory bounds in force.
+    pub limits: ImageLimits,
+    /// Preprocessed images held right now (queued or in a forward), plus places reserved by
+    /// requests preprocessing; never more than `limits.staged`.
+    pub staged: usize,
+    /// Images in running forwards right now; never more than `limits.in_forward`.
+    pub in_forward: usize,
 }
 
 /// A queued image.
@@ -146,6 +183,8 @@ struct Pending {
     reply: oneshot::Sender<Result<Ranked, BatchError>>,
     /// The request's place in the pool, held until its forward has run.
     admission: Option<Admission>,
+    /// Its place among the preprocessed images ([`ImageLimits::staged`]), held as long.
+    staged: OwnedSemaphorePermit,
 }
 
 #[derive(Default)]
@@ -162,6 +201,11 @@ struct Shared {
     changed: Notify,
     preparing: AtomicUsize,
     sizes: Mutex<BTreeMap<usize, u64>>,
+    limits: ImageLimits,
+    /// [`ImageLimits::in_forward`] permits, one per image in a running forward.
+    in_forward: Arc<Semaphore>,
+    /// [`ImageLimits::staged`] permits, one per preprocessed (or preprocessing) image.
+    staged: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -186,10 +230,24 @@ impl std::fmt::Debug for Batcher {
 }
 
 /// Marks one admitted request as preprocessing (so a forming batch waits for it); unmarks it
-/// on drop. Obtain with [`Batcher::preparing`] before preprocessing, drop when done.
+/// on drop. Obtain with [`Batcher::preparing`] before preprocessing, then
+/// [`Preparing::reserve`] its image's place; drop when done.
 #[derive(Debug)]
 pub struct Preparing {
     shared: Arc<Shared>,
+    staged: Option<OwnedSemaphorePermit>,
+}
+
+impl Preparing {
+    /// Waits until one more preprocessed image may be held ([`ImageLimits::staged`]) and
+    /// reserves that place for this request's image (given back if the request fails before
+    /// queueing it). Call it before decoding, so decoded images never pile up.
+    pub async fn reserve(&mut self) -> Result<(), BatchError> {
+        if self.staged.is_none() {
+            self.staged = Some(self.shared.stage().await?);
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Preparing {
@@ -206,6 +264,7 @@ impl Batcher {
             max: options.max.clamp(1, BATCH_MAX_LIMIT),
             ..options
         };
+        let limits = ImageLimits::new(options.max, pool.workers());
         let shared = Shared {
             options,
             pool,
@@ -213,6 +272,9 @@ impl Batcher {
             changed: Notify::new(),
             preparing: AtomicUsize::new(0),
             sizes: Mutex::new(BTreeMap::new()),
+            limits,
+            in_forward: Arc::new(Semaphore::new(limits.in_forward)),
+            staged: Arc::new(Semaphore::new(limits.staged)),
         };
         Self {
             shared: Arc::new(shared),
@@ -229,12 +291,14 @@ impl Batcher {
         self.shared.preparing.fetch_add(1, Ordering::SeqCst);
         Preparing {
             shared: Arc::clone(&self.shared),
+            staged: None,
         }
     }
 
     /// Queues one preprocessed image (`3×224×224` values) and waits for its top `k` classes.
     /// `admission` (the request's place in the pool) is released after its forward has run;
-    /// `preparing` (the request's mark, if it had one) once the image is queued.
+    /// `preparing` (the request's mark, if it had one) once the image is queued. The image
+    /// takes the place `preparing` reserved, or waits for one ([`ImageLimits::staged`]).
     /// Must be called on a tokio runtime (the collector is a task on it).
     pub async fn classify(
         &self,
@@ -244,6 +308,11 @@ impl Batcher {
         admission: Option<Admission>,
         preparing: impl Into<Option<Preparing>>,
     ) -> Result<Ranked, BatchError> {
+        let mut preparing: Option<Preparing> = preparing.into();
+        let staged = match preparing.as_mut().and_then(|p| p.staged.take()) {
+            Some(place) => place,
+            None => self.shared.stage().await?,
+        };
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             chw,
@@ -252,9 +321,10 @@ impl Batcher {
             queued_at: Instant::now(),
             reply,
             admission,
+            staged,
         };
         let start_collector = self.shared.enqueue(pending);
-        drop(preparing.into());
+        drop(preparing);
         if start_collector {
             tokio::spawn(collect(Arc::clone(&self.shared)));
         }
@@ -264,6 +334,8 @@ impl Batcher {
     /// Forward passes so far by batch size, and the queue right now.
     pub fn stats(&self) -> BatchStats {
         let sizes = lock(&self.shared.sizes).clone();
+        let shared = &self.shared;
+        let limits = shared.limits;
         BatchStats {
             max: self.shared.options.max,
             wait_ms: u64::try_from(self.shared.options.wait.as_millis()).unwrap_or(u64::MAX),
@@ -272,6 +344,9 @@ impl Batcher {
             sizes,
             queued: lock(&self.shared.queue).items.len(),
             preparing: self.shared.preparing.load(Ordering::SeqCst),
+            limits,
+            staged: limits.staged - shared.staged.available_permits(),
+            in_forward: limits.in_forward - shared.in_forward.available_permits(),
         }
     }
 }
@@ -285,6 +360,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Waits for a place among the preprocessed images ([`ImageLimits::staged`]).
+    async fn stage(&self) -> Result<OwnedSemaphorePermit, BatchError> {
+        Arc::clone(&self.staged)
+            .acquire_owned()
+            .await
+            .map_err(|_| BatchError::Stopped)
+    }
+
     /// Queues `pending`; true when no collector runs and the caller must start one.
     fn enqueue(&self, pending: Pending) -> bool {
         let start = {
@@ -294,6 +377,13 @@ impl Shared {
         };
         self.changed.notify_one();
         start
+    }
+
+    /// Drops every queued image unanswered (their receivers see `Stopped`) and marks the
+    /// collector stopped: the pool or a limit is closed, so nothing can run any more.
+    fn stop(&self) {
+        lock(&self.queue).items.clear();
+        let _ = self.finished();
     }
 
     /// True when the collector should stop: nothing queued (it is marked stopped then).
@@ -327,9 +417,10 @@ impl Shared {
         }
     }
 
-    /// Up to `max` queued images for the same engine as the oldest, oldest first. Images whose
-    /// requester has gone are dropped (freeing their place in the pool).
-    fn take_batch(&self) -> Vec<Pending> {
+    /// Up to `limit` (and `max`) queued images for the same engine as the oldest, oldest
+    /// first. Images whose requester has gone are dropped (freeing their place in the pool).
+    fn take_batch(&self, limit: usize) -> Vec<Pending> {
+        let limit = limit.min(self.options.max);
         let mut queue = lock(&self.queue);
         let mut batch: Vec<Pending> = Vec::new();
         let mut others = VecDeque::new();
@@ -340,7 +431,7 @@ impl Shared {
             let same = batch
                 .first()
                 .is_none_or(|first| same_engine(&first.engine, &pending.engine));
-            if same && batch.len() < self.options.max {
+            if same && batch.len() < limit {
                 batch.push(pending);
             } else {
                 others.push_back(pending);
@@ -359,23 +450,38 @@ fn same_engine(a: &Arc<dyn Engine>, b: &Arc<dyn Engine>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
-/// The collector: forms batches and starts their forwards until the queue is empty.
+/// The collector: forms batches and starts their forwards until the queue is empty. Room in
+/// [`ImageLimits::in_forward`] comes first (a worker is not held while waiting for it, so
+/// preprocessing goes on meanwhile), then a worker; the batch takes what room there is.
 async fn collect(shared: Arc<Shared>) {
     loop {
         shared.wait_for_companions().await;
-        let worker = match shared.pool.worker().await {
-            Ok(worker) => worker,
-            Err(_) => {
-                // The pool is closed: answer nobody (their receivers see `Stopped`).
-                lock(&shared.queue).items.clear();
-                let _ = shared.finished();
-                return;
-            }
+        let room = Arc::clone(&shared.in_forward).acquire_owned().await;
+        let (Ok(mut room), Ok(worker)) = (room, shared.pool.worker().await) else {
+            // The pool is closed: answer nobody (their receivers see `Stopped`).
+            shared.stop();
+            return;
         };
-        let batch = shared.take_batch();
+        let batch = shared.take_batch(1 + shared.in_forward.available_permits());
+        if batch.len() > 1 {
+            // Only this task takes `in_forward` permits, so the room seen above is still there.
+            let more = Arc::clone(&shared.in_forward).acquire_many_owned(batch_permits(&batch));
+            let Ok(more) = more.await else {
+                shared.stop();
+                return;
+            };
+            room.merge(more);
+        }
         if !batch.is_empty() {
             shared.record(batch.len());
-            shared.pool.spawn(worker, move || run_batch(batch));
+            shared.pool.spawn(worker, move || {
+                let answers = run_batch(batch);
+                // The forward's memory is freed: make room before anyone hears back.
+                drop(room);
+                for (pending, result) in answers {
+                    answer(pending, result);
+                }
+            });
         }
         if shared.finished() {
             return;
@@ -383,75 +489,107 @@ async fn collect(shared: Arc<Shared>) {
     }
 }
 
-/// Runs one forward over `batch` and answers each image; on failure, each image alone.
-fn run_batch(batch: Vec<Pending>) {
+/// Permits beyond the first that `batch` needs (one per image).
+fn batch_permits(batch: &[Pending]) -> u32 {
+    u32::try_from(batch.len().saturating_sub(1)).unwrap_or(u32::MAX)
+}
+
+/// One image's answer, ready to send.
+type Answer = (Pending, Result<Ranked, BatchError>);
+
+/// Runs one forward over `batch` and returns each image's answer; on failure, each image is
+/// run again alone.
+fn run_batch(mut batch: Vec<Pending>) -> Vec<Answer> {
     let started = Instant::now();
     let size = batch.len();
-    let rows = forward(&batch).and_then(|rows| match rows.len() {
+    let rows = forward(&mut batch).and_then(|rows| match rows.len() {
         n if n == size => Ok(rows),
         rows => Err(BatchError::MissingRow { rows, images: size }),
     });
     let inference = started.elapsed();
     match rows {
-        Ok(rows) => {
-            for (pending, row) in batch.into_iter().zip(rows) {
+        Ok(rows) => batch
+            .into_iter()
+            .zip(rows)
+            .map(|(pending, row)| {
                 let ranked = Ranked {
                     classes: top_k(&row, pending.top_k),
                     inference,
                     batch_size: size,
                     waited: started.saturating_duration_since(pending.queued_at),
                 };
-                answer(pending, Ok(ranked));
-            }
-        }
+                (pending, Ok(ranked))
+            })
+            .collect(),
         Err(error) if size > 1 => {
             tracing::warn!(size, %error, "batched forward failed; running its images one by one");
-            for pending in batch {
-                run_batch(vec![pending]);
-            }
+            batch
+                .into_iter()
+                .flat_map(|pending| run_batch(vec![pending]))
+                .collect()
         }
-        Err(error) => {
-            if let Some(pending) = batch.into_iter().next() {
-                answer(pending, Err(error));
-            }
-        }
+        // One image (a failed forward has at least one): its error is its answer.
+        Err(error) => batch
+            .into_iter()
+            .next()
+            .map(|pending| vec![(pending, Err(error))])
+            .unwrap_or_default(),
     }
 }
 
-/// Frees the request's place in the pool, then answers it (so a client that got its answer
-/// never sees its place still taken). The receiver is gone if the client disconnected.
+/// Frees the request's places (in the pool and among the staged images), then answers it (so
+/// a client that got its answer never sees them still taken). The receiver is gone if the
+/// client disconnected.
 fn answer(pending: Pending, result: Result<Ranked, BatchError>) {
     let Pending {
-        reply, admission, ..
+        reply,
+        admission,
+        staged,
+        ..
     } = pending;
-    drop(admission);
+    drop((admission, staged));
     let _ = reply.send(result);
 }
 
-/// The batch's probabilities, with a panic turned into [`BatchError::Panicked`].
-fn forward(batch: &[Pending]) -> Result<Vec<Vec<f32>>, BatchError> {
+/// The batch's probabilities, with a panic turned into [`BatchError::Panicked`]. The images of
+/// a batch of several are moved into one buffer for the forward (each freed as it is copied,
+/// so no image is held twice), and moved back if the forward fails (for the retries).
+fn forward(batch: &mut [Pending]) -> Result<Vec<Vec<f32>>, BatchError> {
     let Some(first) = batch.first() else {
         return Ok(Vec::new());
     };
-    let joined;
-    let chw = if batch.len() == 1 {
-        &first.chw
-    } else {
-        joined = batch.iter().fold(
-            Vec::with_capacity(batch.len() * TENSOR_LEN),
-            |mut all, p| {
-                all.extend_from_slice(&p.chw);
-                all
-            },
-        );
-        &joined
-    };
-    let engine = &first.engine;
-    match catch_unwind(AssertUnwindSafe(|| engine.probabilities(chw, batch.len()))) {
+    let engine = Arc::clone(&first.engine);
+    if batch.len() == 1 {
+        return probabilities(engine.as_ref(), &first.chw, 1);
+    }
+    let lengths: Vec<usize> = batch.iter().map(|p| p.chw.len()).collect();
+    let mut joined = Vec::with_capacity(batch.len() * TENSOR_LEN);
+    for pending in batch.iter_mut() {
+        joined.extend_from_slice(&std::mem::take(&mut pending.chw));
+    }
+    let rows = probabilities(engine.as_ref(), &joined, batch.len());
+    if rows.is_err() {
+        let mut rest = joined.as_slice();
+        for (pending, length) in batch.iter_mut().zip(lengths) {
+            let (image, tail) = rest.split_at(length);
+            pending.chw = image.to_vec();
+            rest = tail;
+        }
+    }
+    rows
+}
+
+/// One forward of `count` images through `engine`, a panic contained.
+fn probabilities(
+    engine: &dyn Engine,
+    chw: &[f32],
+    count: usize,
+) -> Result<Vec<Vec<f32>>, BatchError> {
+    match catch_unwind(AssertUnwindSafe(|| engine.probabilities(chw, count))) {
         Ok(Ok(rows)) => Ok(rows),
         Ok(Err(e)) => Err(BatchError::Model(e)),
         Err(_) => {
-            tracing::error!(size = batch.len(), "forward pass panicked");
+            tracing::error!(size = count, "forward pass panicked");
             Err(BatchError::Panicked)
         }
     }
@@ -489,8 +627,8 @@ mod tests {
         vec![first, 0.5, 0.25]
     }
 
-    /// Queues `firsts` while the pool's only worker is held, then releases it: all of them
-    /// are queued before the collector can take a batch.
+    /// Queues `firsts` while the pool's only worker is held, then releases it: all of them (up
+    /// to the staged limit) are queued before the collector can take a batch.
     async fn burst(
         batcher: &Batcher,
         pool: &InferencePool,
@@ -507,7 +645,9 @@ mod tests {
                 )
             })
             .collect();
-        while batcher.stats().queued < firsts.len() {
+        // Those beyond the staged limit wait for room, and queue as forwards end.
+        let queueable = firsts.len().min(batcher.stats().limits.staged);
+        while batcher.stats().queued < queueable {
             tokio::task::yield_now().await;
         }
         drop(held);
@@ -652,5 +792,133 @@ mod tests {
             BTreeMap::from([(1, 1)]),
             "the abandoned image was not run"
         );
+    }
+
+    #[test]
+    fn limits_allow_one_full_batch_in_forwards_and_one_more_forming() {
+        assert_eq!(
+            ImageLimits::new(8, 2),
+            ImageLimits {
+                in_forward: 8,
+                staged: 16
+            }
+        );
+        // Without batching, every worker still runs its own image.
+        assert_eq!(
+            ImageLimits::new(1, 2),
+            ImageLimits {
+                in_forward: 2,
+                staged: 3
+            }
+        );
+    }
+
+    /// Blocks every forward until opened; records the images in running forwards.
+    #[derive(Default)]
+    struct Gate {
+        open: Mutex<bool>,
+        opened: std::sync::Condvar,
+        running: AtomicUsize,
+        most_running: AtomicUsize,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            *lock(&self.open) = true;
+            self.opened.notify_all();
+        }
+    }
+
+    impl Engine for Gate {
+        fn probabilities(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError> {
+            let now = self.running.fetch_add(count, Ordering::SeqCst) + count;
+            self.most_running.fetch_max(now, Ordering::SeqCst);
+            let mut open = lock(&self.open);
+            while !*open {
+                open = self
+                    .opened
+                    .wait(open)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            drop(open);
+            self.running.fetch_sub(count, Ordering::SeqCst);
+            Fake.probabilities(chw, count)
+        }
+    }
+
+    /// Spawns one `classify` per first value, each reserving its place first.
+    fn spawn_reserving(
+        batcher: &Batcher,
+        engine: &Arc<dyn Engine>,
+        firsts: &[f32],
+    ) -> Vec<tokio::task::JoinHandle<Result<Ranked, BatchError>>> {
+        firsts
+            .iter()
+            .map(|&first| {
+                let (batcher, engine) = (batcher.clone(), Arc::clone(engine));
+                let mut preparing = batcher.preparing();
+                tokio::spawn(async move {
+                    preparing.reserve().await?;
+                    batcher
+                        .classify(engine, image(first), 1, None, preparing)
+                        .await
+                })
+            })
+            .collect()
+    }
+
+    async fn tops(tasks: Vec<tokio::task::JoinHandle<Result<Ranked, BatchError>>>) -> Vec<usize> {
+        let mut tops = Vec::new();
+        for task in tasks {
+            tops.extend(top(&task.await.unwrap()));
+        }
+        tops
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_batch_waits_while_the_forwards_hold_the_image_limit() {
+        let (pool, batcher) = setup(2, 0, 4, Duration::ZERO);
+        let gate = Arc::new(Gate::default());
+        let engine: Arc<dyn Engine> = gate.clone();
+        let held = (pool.worker().await.unwrap(), pool.worker().await.unwrap());
+        let tasks = spawn_reserving(&batcher, &engine, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        while batcher.stats().queued < 6 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        while gate.running.load(Ordering::SeqCst) < 4 {
+            tokio::task::yield_now().await;
+        }
+        // A worker is free and two images are queued, but the forward holds all the room.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = batcher.stats();
+        assert_eq!((stats.in_forward, stats.queued), (4, 2));
+        assert_eq!(gate.running.load(Ordering::SeqCst), 4);
+        gate.open();
+        assert_eq!(tops(tasks).await, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(gate.most_running.load(Ordering::SeqCst), 4);
+        let stats = batcher.stats();
+        assert_eq!(stats.sizes, BTreeMap::from([(2, 1), (4, 1)]));
+        assert_eq!((stats.in_forward, stats.staged), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_beyond_the_staged_limit_waits_before_preprocessing() {
+        let (pool, batcher) = setup(1, 0, 1, Duration::ZERO);
+        assert_eq!(batcher.stats().limits.staged, 2);
+        let engine: Arc<dyn Engine> = Arc::new(Fake);
+        let held = pool.worker().await.unwrap();
+        let tasks = spawn_reserving(&batcher, &engine, &[5.0, 6.0, 7.0, 8.0, 9.0]);
+        while batcher.stats().queued < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The other three keep waiting for room (still counted as preparing).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = batcher.stats();
+        assert_eq!((stats.queued, stats.staged, stats.preparing), (2, 2, 3));
+        drop(held);
+        assert_eq!(tops(tasks).await, [5, 6, 7, 8, 9]);
+        let stats = batcher.stats();
+        assert_eq!((stats.staged, stats.preparing, stats.images), (0, 0, 5));
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod batch;
 pub mod handlers;
+pub mod malloc;
 pub mod model;
 pub mod plugins;
 pub mod pool;

@@ -247,9 +247,12 @@ impl ModelSlot {
             .run_internal(job)
             .await
             .map_err(|e| LoadError(e.to_string()))??;
+        // Loading freed a temporary per tensor: give that memory back before serving.
+        let trimmed = super::malloc::release_free_memory();
         tracing::info!(
             load_ms = classifier.info().load_ms,
             with_warm_up_ms = started.elapsed().as_millis() as u64,
+            trimmed,
             "model ready"
         );
         Ok(Arc::new(classifier))

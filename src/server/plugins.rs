@@ -101,10 +101,11 @@ impl ClassifyHandle {
         self.classify_source(ImageSource::Bytes(image), top_k).await
     }
 
-    /// Classifies an inline or raw image: base64 and image decoding run as one job on the
-    /// pool, then the preprocessed image joins a batched forward ([`Batcher`]). Fails with
-    /// 503 when the pool is full or the model is not loaded; a bad image fails in its first
-    /// job and never joins a batch.
+    /// Classifies an inline or raw image: once the batcher has room for one more preprocessed
+    /// image ([`Preparing::reserve`](super::batch::Preparing::reserve)), base64 and image
+    /// decoding run as one job on the pool, then the preprocessed image joins a batched
+    /// forward ([`Batcher`]). Fails with 503 when the pool is full or the model is not loaded;
+    /// a bad image fails in its first job and never joins a batch.
     pub async fn classify_source(
         &self,
         source: ImageSource,
@@ -113,13 +114,15 @@ impl ClassifyHandle {
         check_top_k(top_k)?;
         // Counted as "about to join a batch" from before admission (so a request counted in
         // `admitted` is always counted here too) until its image is queued or it fails.
-        let preparing = self.batcher.preparing();
+        let mut preparing = self.batcher.preparing();
         let admission = self.pool.try_admit().map_err(pool_error)?;
         let classifier = self.slot.get(&self.pool).await.map_err(|e| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_not_ready", e.0)
                 .with_retry_after(5)
         })?;
         let queued_since = Instant::now();
+        // Room for the decoded image before decoding it: a burst waits as encoded bodies.
+        preparing.reserve().await.map_err(batch_error)?;
         let preparer = Arc::clone(&classifier);
         let job = move || {
             let queued = queued_since.elapsed();

@@ -10,7 +10,12 @@ Produces a markdown table on stdout (progress on stderr):
   - cold start: fresh process -> first `/classify` answered with 200 (median of several);
   - peak RSS (VmHWM) of each server process after its load runs;
   - optionally ONNX Runtime's batch-8 images/s at 2 threads on the same synthetic weights, when
-    tools/bench/compare.py (branch perf2) is present to export the ONNX model.
+    tools/bench/compare.py (branch perf2) is present to export the ONNX model;
+  - optionally variants (`--variant NAME=ARGS`, repeatable; `--variant-binary NAME=PATH` runs
+    another build): a fresh server each, loaded at concurrency 8 and 16 in the same rounds as
+    the rest, with its throughput and peak / current RSS. E.g. the batch-size sweep
+    `--variant b1='--batch-max 1' --variant b2='--batch-max 2' --variant b8='--batch-max 8'`,
+    or glibc's default malloc with `--variant untuned=--no-malloc-tuning`.
 
 Load is generated with wrk (closed loop: each connection sends its next request when the
 previous answer arrived), through a small Lua script that POSTs the image and prints the
@@ -25,6 +30,8 @@ It builds nothing. Build first, from the repository root:
 
     python3 tools/bench/http_bench.py                  # 10 s per load point, 5 cold starts
     python3 tools/bench/http_bench.py --duration 5 --cold-runs 3 --no-ort
+    python3 tools/bench/http_bench.py --no-ort --variant b8='--batch-max 8' \
+        --variant old= --variant-binary old=/path/to/an/older/resnet18-fc
 
 Needs: wrk (apt-get install wrk), Python 3 with Pillow (the JPEG); for the ORT column also
 torch, torchvision, onnx, onnxruntime. Timings depend on the machine's load: the table header
@@ -52,6 +59,7 @@ WEIGHT_WRITERS = [
 ]
 CONCURRENCY_ON = [1, 4, 8, 16]
 CONCURRENCY_OFF = [8]
+CONCURRENCY_VARIANT = [8, 16]
 
 LUA = r"""
 -- POSTs the benchmark image (path in $BENCH_IMAGE) to the URL wrk was given and prints one
@@ -124,13 +132,13 @@ def write_weights(path):
 class Server:
     """The release binary serving on 127.0.0.1:<free port>, its output in a log file."""
 
-    def __init__(self, weights, extra_args, log_path):
+    def __init__(self, weights, extra_args, log_path, binary=None):
         self.log_path = log_path
         self.log_file = open(log_path, "wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RESNET18_FC_", "FC_"))}
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [BINARY, "serve", "--host", "127.0.0.1", "--port", "0", "--offline",
+            [binary or BINARY, "serve", "--host", "127.0.0.1", "--port", "0", "--offline",
              "--model", weights, *extra_args],
             stdout=self.log_file, stderr=subprocess.STDOUT, env=env,
         )
@@ -169,9 +177,17 @@ class Server:
         die(f"model not ready within {seconds} s:\n{self.output()}")
 
     def peak_rss_mb(self):
+        return self.status_mb("VmHWM")
+
+    def rss_mb(self):
+        return self.status_mb("VmRSS")
+
+    def status_mb(self, field):
+        """A memory field of /proc/<pid>/status in MiB (the kernel gives KiB). The tables say
+        MB for MiB, as before (100 MiB = 104.9 * 10^6 bytes)."""
         with open(f"/proc/{self.process.pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
         return float("nan")
 
@@ -286,6 +302,50 @@ def ort_batch8(weights, work):
 # Driver
 
 
+def parse_variants(specs, binaries):
+    """{name: (extra args, binary or None)} from `NAME=ARGS` and `NAME=PATH` strings."""
+    import shlex
+
+    variants = {}
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        if not sep or not name or name in ("on", "off"):
+            die(f"--variant {spec!r}: expected NAME=ARGS with a new name")
+        variants[name] = (shlex.split(rest), None)
+    for spec in binaries:
+        name, sep, path = spec.partition("=")
+        if name not in variants or not os.access(path, os.X_OK):
+            die(f"--variant-binary {spec!r}: no variant {name!r} or no executable {path!r}")
+        variants[name] = (variants[name][0], path)
+    return variants
+
+
+def print_variants(variants, results, rss, on, off):
+    """The variants' table, with the default server's and --batch-max 1's rows to compare."""
+    print()
+    print("| server | c=8 req/s | c=8 p50 / p99 ms | c=16 req/s | c=16 p50 / p99 ms "
+          "| mean batch c=8 / c=16 | peak RSS MB | RSS after MB |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def cell(rs, c):
+        if c not in rs:
+            return "n/a", "n/a", float("nan")
+        return (f"{median_of(rs[c], 'rps'):.1f}",
+                f"{median_of(rs[c], 'p50_us') / 1000:.0f} / {median_of(rs[c], 'p99_us') / 1000:.0f}",
+                median_of(rs[c], "mean_batch"))
+
+    rows = [("default (batching on)", on, max(rss["on"]), None),
+            ("--batch-max 1", off, max(rss["off"]), None)]
+    rows += [(f"{name}: {' '.join(v_args)}" + (f" [{v_binary}]" if v_binary else ""),
+              results[name], max(rss[name]), statistics.median(rss[name + " now"]))
+             for name, (v_args, v_binary) in variants.items()]
+    for label, rs, peak, now in rows:
+        r8, l8, b8 = cell(rs, 8)
+        r16, l16, b16 = cell(rs, 16)
+        now = "n/a" if now is None else f"{now:.0f}"
+        print(f"| {label} | {r8} | {l8} | {r16} | {l16} | {b8:.2f} / {b16:.2f} | {peak:.0f} | {now} |")
+
+
 def ratio(a, b, unit="x"):
     return f"{a / b:.2f}{unit}" if b else "n/a"
 
@@ -303,8 +363,13 @@ def main():
     parser.add_argument("--weights", help="existing safetensors model (default: synthetic)")
     parser.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime column")
     parser.add_argument("--binary", default=BINARY, help="server binary (default: release build)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="also load a server started with these extra arguments")
+    parser.add_argument("--variant-binary", action="append", default=[], metavar="NAME=PATH",
+                        help="run variant NAME with another binary")
     args = parser.parse_args()
     BINARY = args.binary
+    variants = parse_variants(args.variant, args.variant_binary)
 
     if not os.access(BINARY, os.X_OK):
         die(f"{BINARY} not found; run `cargo build --release --bin resnet18-fc` first")
@@ -325,12 +390,17 @@ def main():
     log(f"work dir {work}; {uptime}")
 
     on, off, timings, rss = {}, {}, [], {"on": [], "off": []}
+    variant_results = {name: {} for name in variants}
+    for name in variants:
+        rss[name], rss[name + " now"] = [], []
     for round_ in range(args.rounds):
-        for mode, flags, points, results in [
-            ("on", [], CONCURRENCY_ON, on),
-            ("off", ["--batch-max", "1"], CONCURRENCY_OFF, off),
-        ]:
-            server = Server(weights, flags, os.path.join(work, f"{mode}-{round_}.log"))
+        for mode, flags, points, results, binary in [
+            ("on", [], CONCURRENCY_ON, on, BINARY),
+            ("off", ["--batch-max", "1"], CONCURRENCY_OFF, off, BINARY),
+        ] + [(name, v_args, CONCURRENCY_VARIANT, variant_results[name], v_binary)
+             for name, (v_args, v_binary) in variants.items()]:
+            server = Server(weights, flags, os.path.join(work, f"{mode}-{round_}.log"),
+                            binary)
             try:
                 health = server.wait_ready()
                 log(f"round {round_ + 1}: batching {mode} (workers {health['workers']}, "
@@ -344,6 +414,8 @@ def main():
                     results.setdefault(c, []).append(
                         run_wrk(server, lua_path, image_path, c, args.duration))
                 rss[mode].append(server.peak_rss_mb())
+                if mode in variants:
+                    rss[mode + " now"].append(server.rss_mb())
             finally:
                 server.stop()
 
@@ -389,6 +461,8 @@ def main():
               f"c=8 batching on is {ratio(c8_on, ort)} of it |")
     else:
         print(f"| ONNX Runtime batch 8 | n/a: {ort_note} |")
+    if variants:
+        print_variants(variants, variant_results, rss, on, off)
     shutil.rmtree(work, ignore_errors=True)
 
 
