@@ -271,24 +271,11 @@ async fn batch_max_one_runs_every_request_in_its_own_forward() {
     }
 }
 
-/// `GET /healthz` of a spawned server, parsed.
-async fn healthz(server: &Spawned) -> Value {
-    let bytes = client()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz")
-        .bytes()
-        .await
-        .expect("body");
-    serde_json::from_slice(&bytes).expect("JSON")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_flags_and_environment_variables_configure_the_server() {
     let server = Spawned::start(&["--batch-max", "3", "--batch-wait-ms", "9"], &[]);
     server.wait_ready();
-    let batching = healthz(&server).await["batching"].clone();
+    let batching = server.healthz().await["batching"].clone();
     assert_eq!(
         (&batching["max"], &batching["wait_ms"]),
         (&json!(3), &json!(9))
@@ -301,7 +288,7 @@ async fn batch_flags_and_environment_variables_configure_the_server() {
     ];
     let server = Spawned::start(&[], &env);
     server.wait_ready();
-    let batching = healthz(&server).await["batching"].clone();
+    let batching = server.healthz().await["batching"].clone();
     assert_eq!(
         (&batching["max"], &batching["wait_ms"]),
         (&json!(2), &json!(0))
@@ -314,7 +301,7 @@ async fn batch_flags_and_environment_variables_configure_the_server() {
         .await
         .expect("classify");
     assert_eq!(response.status().as_u16(), 200);
-    let batching = healthz(&server).await["batching"].clone();
+    let batching = server.healthz().await["batching"].clone();
     assert_eq!(batching["images"], 1, "{batching}");
 }
 

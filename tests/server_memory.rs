@@ -39,18 +39,6 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
     kb * 1024
 }
 
-async fn healthz(server: &Spawned) -> serde_json::Value {
-    let bytes = client()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz")
-        .bytes()
-        .await
-        .expect("body");
-    serde_json::from_slice(&bytes).expect("JSON")
-}
-
 /// Sends `CONCURRENCY` requests of `image` at once; returns their statuses.
 async fn wave(server: &Spawned, image: &[u8]) -> Vec<u16> {
     let tasks: Vec<_> = (0..CONCURRENCY)
@@ -79,7 +67,7 @@ async fn peak_memory_stays_under_100_mb_through_bursts_with_batching_on() {
         let statuses = wave(&server, &image).await;
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     }
-    let health = healthz(&server).await;
+    let health = server.healthz().await;
     let batching = &health["batching"];
     let images = batching["images"].as_u64().expect("images");
     let forwards = batching["forwards"].as_u64().expect("forwards");

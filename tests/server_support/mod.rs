@@ -204,6 +204,19 @@ pub struct Spawned {
 }
 
 impl Spawned {
+    /// `GET /healthz` of this server, parsed.
+    pub async fn healthz(&self) -> serde_json::Value {
+        let bytes = client()
+            .get(self.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .bytes()
+            .await
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
     /// Starts the binary with the synthetic model, extra arguments and environment, and waits
     /// until it listens.
     pub fn start(extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
