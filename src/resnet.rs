@@ -494,9 +494,14 @@ impl ResNet18 {
     /// Runs the network on a normalised `N×3×224×224` f32 tensor (NCHW, as TorchVision) and
     /// returns `N×1000` logits.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor, ModelError> {
-        let nhwc = images.permute((0, 2, 3, 1))?.contiguous()?;
-        let x = self.stem.forward(&nhwc)?;
-        let mut x = self.max_pool.forward(&x)?;
+        // The NHWC copy and the stem's output (the largest activation, 3.2 MB per image) are
+        // dropped as soon as the max-pool has read them, not kept for the whole forward.
+        let mut x = {
+            let nhwc = images.permute((0, 2, 3, 1))?.contiguous()?;
+            let stem = self.stem.forward(&nhwc)?;
+            drop(nhwc);
+            self.max_pool.forward(&stem)?
+        };
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
