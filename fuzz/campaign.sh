@@ -37,13 +37,14 @@ max_cov() {
 campaign() {
     local target=$1 log=logs/$1.log
     mkdir -p "corpus/$target" "artifacts/$target"
-    local start best last now cov pid status
+    local start best last now cov pid status plateaued
     start=$(date +%s)
     "$dir/$target" "corpus/$target" "seeds/$target" -artifact_prefix="artifacts/$target/" \
         -max_total_time="$CAP" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
         >"$log" 2>&1 &
     pid=$!
     best=0
+    plateaued=0
     last=$start
     while kill -0 "$pid" 2>/dev/null; do
         sleep 5
@@ -54,19 +55,20 @@ campaign() {
             last=$now
         elif [ $((now - last)) -ge "$PLATEAU" ] && grep -q INITED "$log"; then
             kill -INT "$pid" 2>/dev/null
+            plateaued=1
             break
         fi
     done
     wait "$pid"
     status=$?
-    summary "$target" "$log" $(($(date +%s) - start)) "$status"
+    summary "$target" "$log" $(($(date +%s) - start)) "$status" "$plateaued"
     # 0: ran to -max_total_time; 72: interrupted at the plateau (libFuzzer's -interrupted_exitcode).
     [ "$status" -eq 0 ] || [ "$status" -eq 72 ]
 }
 
 # | target | executions | exec/s | cov | ft | corpus files | corpus KiB | wall s | stop | exit |
 summary() {
-    local target=$1 log=$2 wall=$3 status=$4 stop
+    local target=$1 log=$2 wall=$3 status=$4 plateaued=$5 stop
     local execs rate cov ft files kib
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
@@ -76,7 +78,7 @@ summary() {
     kib=$(du -sk "corpus/$target" | cut -f1)
     case $status in
         0) stop="cap ${CAP}s" ;;
-        72) stop="plateau ${PLATEAU}s" ;;
+        72) if [ "$plateaued" = 1 ]; then stop="plateau ${PLATEAU}s"; else stop="interrupted (SIGINT from outside, not a plateau)"; fi ;;
         *) stop="CRASH (see $log)" ;;
     esac
     echo "| \`$target\` | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $files | $kib | $wall | $stop |"
