@@ -22,9 +22,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::contiguous_f32;
 use crate::matmul::{Isa, PackedB};
 use crate::threads::{budget, task_count};
+use crate::{SharedMut, contiguous_f32};
 
 /// Output pixels per tile. Small enough that the tile's im2col block
 /// (`ROW_TILE × K` floats, at most 1.3 MB for `K = 4608`) and its output stay in L2.
@@ -82,21 +82,6 @@ impl Geometry {
     /// Number of output pixels over the whole batch (GEMM rows).
     fn rows(&self) -> usize {
         self.batch * self.out_height * self.out_width
-    }
-}
-
-/// A raw output pointer shared by tasks that write disjoint tiles.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks holding a `SharedOut` write pairwise-disjoint index ranges of one live buffer
-// (see `run_split`), and the buffer outlives the parallel loop.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
-    fn ptr(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -306,7 +291,7 @@ impl PackedConv {
             .next_multiple_of(step)
             .max(MIN_COL_TILE.next_multiple_of(step));
         let col_tiles = o.div_ceil(col_tile);
-        let shared = SharedOut(out.as_mut_ptr());
+        let shared = SharedMut(out.as_mut_ptr());
         (0..row_tiles * col_tiles).into_par_iter().for_each(|t| {
             let r0 = (t / col_tiles) * ROW_TILE;
             let r1 = (r0 + ROW_TILE).min(rows);

@@ -39,6 +39,22 @@ pub use fold::{BatchNorm, fold_batch_norm};
 pub use pool::{GlobalAvgPool, MaxPool};
 pub use winograd::{Variant as WinogradVariant, WinogradConv};
 
+/// A raw f32 pointer shared by parallel tasks, each of which writes its own ranges of one
+/// live buffer (distinct output tiles, distinct Winograd matrices).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub(crate) *mut f32);
+// SAFETY: every use writes index ranges no other task touches, and the buffer outlives the
+// parallel loop that uses it (see the callers in `conv` and `winograd`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Borrows the contiguous f32 data of a custom-op input, or explains why it cannot.
 pub(crate) fn contiguous_f32<'a>(
     storage: &'a candle_core::CpuStorage,

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::contiguous_f32;
 use crate::matmul::{Isa, PackedB};
 use crate::threads::{budget, task_count};
+use crate::{SharedMut, contiguous_f32};
 
 /// Which Winograd tiling a [`WinogradConv`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,20 +217,6 @@ struct Block {
     count: usize,
 }
 
-/// A raw pointer shared by tasks that write pairwise-disjoint ranges of one live buffer.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: every use writes ranges no other task touches (distinct tiles' output pixels, distinct
-// `ξ` matrices), and the buffer outlives the parallel loop that uses it.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 impl WinogradConv {
     /// Transforms and packs an `O×I×3×3` (PyTorch OIHW) weight and an `O` bias.
     ///
@@ -388,7 +374,7 @@ impl WinogradConv {
             input,
             grid,
             residual,
-            out: Shared(out.as_mut_ptr()),
+            out: SharedMut(out.as_mut_ptr()),
         };
         if tasks == 1 || blocks >= tasks {
             self.run_blocks::<T>(&ctx, block);
@@ -442,7 +428,7 @@ impl WinogradConv {
         let tiles = ctx.grid.tiles;
         let mut v = vec![0f32; alpha2 * tiles * ldv];
         let mut m = vec![0f32; alpha2 * tiles * ldm];
-        let (vs, ms) = (Shared(v.as_mut_ptr()), Shared(m.as_mut_ptr()));
+        let (vs, ms) = (SharedMut(v.as_mut_ptr()), SharedMut(m.as_mut_ptr()));
         let per_task = tiles.div_ceil(tasks);
         (0..tiles.div_ceil(per_task)).into_par_iter().for_each(|t| {
             for r in t * per_task..((t + 1) * per_task).min(tiles) {
@@ -734,7 +720,7 @@ struct Ctx<'a> {
     input: &'a [f32],
     grid: &'a Grid,
     residual: Option<&'a [f32]>,
-    out: Shared,
+    out: SharedMut,
 }
 
 /// `(image, tile row, tile column)` of a tile index (tiles are row-major per image).
