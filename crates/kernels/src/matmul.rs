@@ -292,13 +292,15 @@ impl PackedB {
                 // SAFETY: `col` is a multiple of nr, so it starts panel col/nr; the panel has
                 // k rows of nr floats and rows kb..kb+kc exist.
                 let b = unsafe { panels.as_ptr().add((col / nr) * k * nr + kb * nr) };
-                for r in (0..rows).step_by(mr) {
+                let next = self.next_slice(kb, col, c0, c1);
+                for (strip, r) in (0..rows).step_by(mr).enumerate() {
                     let m = mr.min(rows - r);
+                    let prefetch = next.strip_share(strip, kc);
                     // SAFETY: rows r..r+m exist in A and C (caller contract).
                     let a_strip = unsafe { a.add(r * lda + kb) };
                     let c_strip = unsafe { c.add(r * ldc + col) };
                     if width == nr {
-                        unsafe { self.micro(m, kc, a_strip, lda, b, c_strip, ldc, add) };
+                        unsafe { self.micro(m, kc, a_strip, lda, b, c_strip, ldc, add, prefetch) };
                     } else {
                         // Partial panel: run on a full-width scratch tile, copy back the valid
                         // columns only (the padding columns of B are zero).
@@ -310,7 +312,7 @@ impl PackedB {
                             }
                         }
                         let scratch = edge.as_mut_ptr();
-                        unsafe { self.micro(m, kc, a_strip, lda, b, scratch, nr, add) };
+                        unsafe { self.micro(m, kc, a_strip, lda, b, scratch, nr, add, prefetch) };
                         for i in 0..m {
                             for j in 0..width {
                                 unsafe { *c_strip.add(i * ldc + j) = edge[i * nr + j] };
@@ -319,6 +321,28 @@ impl PackedB {
                     }
                 }
             }
+        }
+    }
+
+    /// The packed `B` slice the loops of [`Self::blocked`] visit after the one at K block `kb`,
+    /// panel starting at column `col`: the next panel of the same K block, else the first panel
+    /// (`c0`) of the next K block. Empty after the last slice.
+    #[cfg(target_arch = "x86_64")]
+    fn next_slice(&self, kb: usize, col: usize, c0: usize, c1: usize) -> Prefetch {
+        let (nr, k) = (self.isa.nr(), self.k);
+        let (next_kb, next_col) = if col + nr < c1 {
+            (kb, col + nr)
+        } else if kb + KC < k {
+            (kb + KC, c0)
+        } else {
+            return Prefetch::NONE;
+        };
+        let kc = KC.min(k - next_kb);
+        let offset = (next_col / nr) * k * nr + next_kb * nr;
+        Prefetch {
+            // In bounds: the slice exists (next_col < c1 ≤ N, next_kb < k).
+            start: self.floats()[offset..].as_ptr().cast(),
+            lines: kc * nr / 16,
         }
     }
 
@@ -335,13 +359,14 @@ impl PackedB {
         c: *mut f32,
         ldc: usize,
         add: bool,
+        prefetch: Prefetch,
     ) {
         use x86::{avx2, avx512};
         macro_rules! dispatch {
             ($f:ident, $($m:literal)*) => {
                 match m {
                     // SAFETY: caller contract of `blocked`; the ISA is available.
-                    $($m => unsafe { $f::<$m>(kc, a, lda, b, c, ldc, add) },)*
+                    $($m => unsafe { $f::<$m>(kc, a, lda, b, c, ldc, add, prefetch) },)*
                     _ => unreachable!("micro-tile rows out of range"),
                 }
             };
@@ -353,9 +378,43 @@ impl PackedB {
     }
 }
 
+/// Cache lines of packed `B` a micro-kernel call pulls into L2 while it computes, one per step
+/// of its `K` loop, so the next slice of `B` is in L2 (not in L3 or memory) when its first
+/// strip runs. At batch 1 the layers with large weights have few rows, and that first strip
+/// would otherwise stall on every load of `B`.
+#[derive(Clone, Copy)]
+struct Prefetch {
+    start: *const i8,
+    lines: usize,
+}
+
+impl Prefetch {
+    const NONE: Prefetch = Prefetch {
+        start: std::ptr::null(),
+        lines: 0,
+    };
+
+    /// The part strip number `strip` prefetches, `kc` lines per strip (one per `K` step).
+    fn strip_share(self, strip: usize, kc: usize) -> Prefetch {
+        let from = strip * kc;
+        if from >= self.lines {
+            return Prefetch::NONE;
+        }
+        Prefetch {
+            start: self.start.wrapping_add(from * 64),
+            lines: kc.min(self.lines - from),
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    use super::Prefetch;
+
+    /// Rows of the packed panel ahead of the current one that the AVX-512 kernel pulls into L1.
+    const PREFETCH_ROWS: usize = 16;
 
     /// `C[0..M, 0..32] += A[0..M, 0..kc] · B[0..kc, 0..32]` (`=` when `add` is false); `b` is a
     /// packed panel slice with rows of 32 floats, 64-byte aligned.
@@ -364,6 +423,7 @@ mod x86 {
     /// AVX-512F available; `a` has `M` rows of `kc` floats (stride `lda`); `b` has `kc × 32`
     /// floats; `c` has `M` rows of 32 writable floats (stride `ldc`).
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn avx512<const M: usize>(
         kc: usize,
         a: *const f32,
@@ -372,11 +432,18 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         add: bool,
+        prefetch: Prefetch,
     ) {
         unsafe {
             let mut lo = [_mm512_setzero_ps(); M];
             let mut hi = [_mm512_setzero_ps(); M];
             for p in 0..kc {
+                if p < prefetch.lines {
+                    _mm_prefetch::<_MM_HINT_T1>(prefetch.start.wrapping_add(p * 64));
+                }
+                let ahead = b.wrapping_add((p + PREFETCH_ROWS) * 32).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
                 let b0 = _mm512_load_ps(b.add(p * 32));
                 let b1 = _mm512_load_ps(b.add(p * 32 + 16));
                 for i in 0..M {
@@ -406,6 +473,7 @@ mod x86 {
     /// # Safety
     /// AVX2 and FMA available; as [`avx512`] with 16-float panel rows (32-byte aligned).
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn avx2<const M: usize>(
         kc: usize,
         a: *const f32,
@@ -414,11 +482,15 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         add: bool,
+        prefetch: Prefetch,
     ) {
         unsafe {
             let mut lo = [_mm256_setzero_ps(); M];
             let mut hi = [_mm256_setzero_ps(); M];
             for p in 0..kc {
+                if p < prefetch.lines {
+                    _mm_prefetch::<_MM_HINT_T1>(prefetch.start.wrapping_add(p * 64));
+                }
                 let b0 = _mm256_load_ps(b.add(p * 16));
                 let b1 = _mm256_load_ps(b.add(p * 16 + 8));
                 for i in 0..M {
