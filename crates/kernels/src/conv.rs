@@ -17,6 +17,7 @@
 //! matrix is built once and the output channels are split instead.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
@@ -24,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::matmul::{Isa, PackedB};
 use crate::threads::{budget, task_count};
-use crate::{SharedMut, contiguous_f32};
+use crate::{SharedMut, assume_filled, contiguous_f32, filled_mut, uninit_output};
 
 /// Output pixels per tile. Small enough that the tile's im2col block
 /// (`ROW_TILE × K` floats, at most 1.3 MB for `K = 4608`) and its output stay in L2.
@@ -210,13 +211,14 @@ impl PackedConv {
         tasks: usize,
     ) -> Vec<f32> {
         let rows = g.rows();
-        let mut out = vec![0f32; rows * self.out_channels];
+        let mut out = uninit_output(rows * self.out_channels);
         if tasks == 1 || rows.div_ceil(ROW_TILE) >= tasks {
             self.run_row_tiles(input, g, residual, &mut out);
         } else {
             self.run_split(input, g, residual, &mut out, tasks);
         }
-        out
+        // SAFETY: both strategies start every output row with `init_row`, which writes it all.
+        unsafe { assume_filled(out) }
     }
 
     /// One task per tile of `ROW_TILE` output pixels, all output channels.
@@ -225,7 +227,7 @@ impl PackedConv {
         input: &[f32],
         g: &Geometry,
         residual: Option<&[f32]>,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         let o = self.out_channels;
         let k_dim = self.k_dim();
@@ -239,6 +241,8 @@ impl PackedConv {
                     let r = r0 + i;
                     self.init_row(row, 0, residual.map(|res| &res[r * o..(r + 1) * o]));
                 }
+                // SAFETY: `init_row` wrote every row of the tile.
+                let out_tile = unsafe { filled_mut(out_tile) };
                 if self.is_pointwise() {
                     let a = &input[r0 * k_dim..r1 * k_dim];
                     self.gemm_tile(a, k_dim, out_tile.as_mut_ptr(), r1 - r0, 0, o);
@@ -261,7 +265,7 @@ impl PackedConv {
         input: &[f32],
         g: &Geometry,
         residual: Option<&[f32]>,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         tasks: usize,
     ) {
         let rows = g.rows();
@@ -291,7 +295,7 @@ impl PackedConv {
             .next_multiple_of(step)
             .max(MIN_COL_TILE.next_multiple_of(step));
         let col_tiles = o.div_ceil(col_tile);
-        let shared = SharedMut(out.as_mut_ptr());
+        let shared = SharedMut(out.as_mut_ptr().cast());
         (0..row_tiles * col_tiles).into_par_iter().for_each(|t| {
             let r0 = (t / col_tiles) * ROW_TILE;
             let r1 = (r0 + ROW_TILE).min(rows);
@@ -300,7 +304,12 @@ impl PackedConv {
             let row_slice = |r: usize| {
                 // SAFETY: r < rows and c1 ≤ o, so the range lies inside `out`; the
                 // (row r, columns c0..c1) cell range belongs to this task alone.
-                unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(r * o + c0), c1 - c0) }
+                unsafe {
+                    std::slice::from_raw_parts_mut(
+                        shared.ptr().add(r * o + c0).cast::<MaybeUninit<f32>>(),
+                        c1 - c0,
+                    )
+                }
             };
             for r in r0..r1 {
                 self.init_row(
@@ -314,7 +323,8 @@ impl PackedConv {
             self.gemm_tile(&a[r0 * lda..r1 * lda], lda, base, r1 - r0, c0, c1);
             if self.relu {
                 for r in r0..r1 {
-                    relu_in_place(row_slice(r));
+                    // SAFETY: `init_row` wrote this run above.
+                    relu_in_place(unsafe { filled_mut(row_slice(r)) });
                 }
             }
         });
@@ -322,15 +332,19 @@ impl PackedConv {
 
     /// Writes `bias[c0..] (+ residual_row[c0..])` into `dst`, a run of one output row that
     /// starts at column `c0`.
-    fn init_row(&self, dst: &mut [f32], c0: usize, residual_row: Option<&[f32]>) {
+    fn init_row(&self, dst: &mut [MaybeUninit<f32>], c0: usize, residual_row: Option<&[f32]>) {
         let bias = &self.bias[c0..c0 + dst.len()];
         match residual_row {
             Some(res) => {
                 for ((d, &b), &r) in dst.iter_mut().zip(bias).zip(&res[c0..]) {
-                    *d = b + r;
+                    d.write(b + r);
                 }
             }
-            None => dst.copy_from_slice(bias),
+            None => {
+                for (d, &b) in dst.iter_mut().zip(bias) {
+                    d.write(b);
+                }
+            }
         }
     }
 

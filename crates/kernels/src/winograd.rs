@@ -25,6 +25,7 @@
 //! coefficients up to 8 and 1/24 and loses about one more decimal digit.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
@@ -32,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::matmul::{Isa, PackedB};
 use crate::threads::{budget, task_count};
-use crate::{SharedMut, contiguous_f32};
+use crate::{SharedMut, assume_filled, contiguous_f32, uninit_output};
 
 /// Which Winograd tiling a [`WinogradConv`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,9 +365,9 @@ impl WinogradConv {
         tasks: usize,
     ) -> Vec<f32> {
         let pixels = grid.batch * grid.height * grid.width;
-        let mut out = vec![0f32; pixels * self.out_channels];
+        let mut out = uninit_output(pixels * self.out_channels);
         if grid.tiles == 0 {
-            return out; // empty batch
+            return Vec::new(); // empty batch
         }
         let block = self.block_tiles();
         let blocks = grid.tiles.div_ceil(block);
@@ -374,14 +375,16 @@ impl WinogradConv {
             input,
             grid,
             residual,
-            out: SharedMut(out.as_mut_ptr()),
+            out: SharedMut(out.as_mut_ptr().cast()),
         };
         if tasks == 1 || blocks >= tasks {
             self.run_blocks::<T>(&ctx, block);
         } else {
             self.run_split::<T>(&ctx, tasks);
         }
-        out
+        // SAFETY: the output transform wrote every pixel of every tile (the tiles cover the
+        // output; pixels past its edge are skipped, not left out).
+        unsafe { assume_filled(out) }
     }
 
     /// One task per block of tiles: transform in, `α²` GEMMs, transform out, all in the
@@ -426,9 +429,20 @@ impl WinogradConv {
         let alpha2 = T::A * T::A;
         let (ldv, ldm) = (self.ldv(), self.ldm());
         let tiles = ctx.grid.tiles;
-        let mut v = vec![0f32; alpha2 * tiles * ldv];
-        let mut m = vec![0f32; alpha2 * tiles * ldm];
-        let (vs, ms) = (SharedMut(v.as_mut_ptr()), SharedMut(m.as_mut_ptr()));
+        // Used through raw pointers only. The input transform writes whole lanes of every V
+        // row and the GEMM reads columns 0..C_in of them; the GEMM writes columns 0..C_out of
+        // M, and the output transform reads whole lanes, which go past C_out (into zeros) only
+        // when C_out is not a multiple of the lane width.
+        let mut v = uninit_output(alpha2 * tiles * ldv);
+        let mut m = if self.out_channels.is_multiple_of(LANES) {
+            uninit_output(alpha2 * tiles * ldm)
+        } else {
+            vec![MaybeUninit::new(0.0); alpha2 * tiles * ldm]
+        };
+        let (vs, ms) = (
+            SharedMut(v.as_mut_ptr().cast()),
+            SharedMut(m.as_mut_ptr().cast()),
+        );
         let per_task = tiles.div_ceil(tasks);
         (0..tiles.div_ceil(per_task)).into_par_iter().for_each(|t| {
             for r in t * per_task..((t + 1) * per_task).min(tiles) {
