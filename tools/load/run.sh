@@ -77,7 +77,7 @@ trap 'exit 130' INT TERM # exit (and so clean up) instead of resuming the script
 PID=$!
 
 i=0
-until grep -q "model ready" "$WORK/server.log"; do
+until grep -qs "model ready" "$WORK/server.log"; do
     i=$((i + 1))
     if [ $i -gt 600 ] || ! kill -0 "$PID" 2>/dev/null; then
         echo "load: the server did not become ready" >&2

@@ -570,6 +570,51 @@ mod tests {
         }
     }
 
+    /// The prefetch target after each slice is the slice `blocked` visits next (K blocks
+    /// outer, panels `c0..c1` inner, per the packed layout: panel `j` is `K` rows of `NR`
+    /// floats), the last slice has none, and the strips share a target without gaps.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn prefetch_targets_the_next_slice_in_visiting_order() {
+        let (k, n) = (600, 100); // three K blocks (256, 256, 88), partial last panel
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            if !isa.supported() {
+                continue;
+            }
+            let packed = PackedB::pack(&random(k * n, 21), k, n, isa);
+            let nr = isa.nr();
+            let (c0, c1) = (nr, n);
+            let order: Vec<(usize, usize)> = (0..k)
+                .step_by(KC)
+                .flat_map(|kb| (c0..c1).step_by(nr).map(move |col| (kb, col)))
+                .collect();
+            let base = packed.floats().as_ptr();
+            for (i, &(kb, col)) in order.iter().enumerate() {
+                let got = packed.next_slice(kb, col, c0, c1);
+                match order.get(i + 1) {
+                    Some(&(next_kb, next_col)) => {
+                        let want = base.wrapping_add((next_col / nr) * k * nr + next_kb * nr);
+                        assert_eq!(got.start, want.cast::<i8>(), "{isa:?} after ({kb}, {col})");
+                        assert_eq!(got.lines, KC.min(k - next_kb) * nr / 16, "{isa:?}");
+                    }
+                    None => assert_eq!(got.lines, 0, "{isa:?}: prefetch after the last slice"),
+                }
+                // Strips of `kc` lines each take consecutive parts of the target.
+                let kc = KC.min(k - kb);
+                let mut covered = 0;
+                for strip in 0.. {
+                    let share = got.strip_share(strip, kc);
+                    if share.lines == 0 {
+                        break;
+                    }
+                    assert_eq!(share.start, got.start.wrapping_add(covered * 64));
+                    covered += share.lines;
+                }
+                assert_eq!(covered, got.lines, "{isa:?}: strips cover the target");
+            }
+        }
+    }
+
     #[test]
     fn column_range_leaves_other_columns_untouched() {
         let (rows, k, n) = (5, 20, 96);
