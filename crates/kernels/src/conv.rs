@@ -23,7 +23,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::matmul::{Isa, PackedB};
+use crate::matmul::{Isa, Operands, PackedB};
 use crate::threads::{budget, task_count};
 use crate::{SharedMut, assume_filled, contiguous_f32, filled_mut, uninit_output};
 
@@ -366,8 +366,15 @@ impl PackedConv {
         // addresses `rows×C_out` floats (row stride C_out) whose columns c0..c1 belong to the
         // caller; c0 is 0 or a multiple of the column step (see `run_split`).
         unsafe {
-            self.weights
-                .gemm_acc(a.as_ptr(), lda, rows, out_tile, self.out_channels, c0, c1);
+            self.weights.gemm_acc(&Operands {
+                a: a.as_ptr(),
+                lda,
+                rows,
+                c: out_tile,
+                ldc: self.out_channels,
+                c0,
+                c1,
+            });
         }
     }
 

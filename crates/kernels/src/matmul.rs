@@ -163,22 +163,10 @@ impl PackedB {
     /// `C[0..rows, c0..c1] += A[0..rows, :] · B[:, c0..c1]`, single-threaded.
     ///
     /// # Safety
-    /// `a` must address `rows` rows of `K` floats with row stride `lda`; `c` must address `rows`
-    /// rows with row stride `ldc ≥ N`, columns `c0..c1` writable and not accessed concurrently;
-    /// `c0` must be a multiple of [`Self::column_step`] (or 0) and `c1 ≤ N`.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn gemm_acc(
-        &self,
-        a: *const f32,
-        lda: usize,
-        rows: usize,
-        c: *mut f32,
-        ldc: usize,
-        c0: usize,
-        c1: usize,
-    ) {
+    /// `op` must satisfy the contract documented on [`Operands`].
+    pub unsafe fn gemm_acc(&self, op: &Operands) {
         // SAFETY: forwarded caller contract.
-        unsafe { self.gemm(a, lda, rows, c, ldc, c0, c1, true) }
+        unsafe { self.gemm(op, true) }
     }
 
     /// `C[0..rows, c0..c1] = A[0..rows, :] · B[:, c0..c1]`, single-threaded: as
@@ -186,59 +174,34 @@ impl PackedB {
     ///
     /// # Safety
     /// As [`Self::gemm_acc`].
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn gemm_set(
-        &self,
-        a: *const f32,
-        lda: usize,
-        rows: usize,
-        c: *mut f32,
-        ldc: usize,
-        c0: usize,
-        c1: usize,
-    ) {
+    pub unsafe fn gemm_set(&self, op: &Operands) {
         // SAFETY: forwarded caller contract.
-        unsafe { self.gemm(a, lda, rows, c, ldc, c0, c1, false) }
+        unsafe { self.gemm(op, false) }
     }
 
     /// `C (+)= A · B` on columns `c0..c1`; `accumulate` selects `+=` or `=`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        &self,
-        a: *const f32,
-        lda: usize,
-        rows: usize,
-        c: *mut f32,
-        ldc: usize,
-        c0: usize,
-        c1: usize,
-        accumulate: bool,
-    ) {
-        debug_assert!(c1 <= self.n && c0 <= c1);
+    unsafe fn gemm(&self, op: &Operands, accumulate: bool) {
+        debug_assert!(op.c1 <= self.n && op.c0 <= op.c1);
         match self.isa {
             // SAFETY (all arms): forwarded caller contract; the ISA was detected on this CPU
             // when `pack` was called with it.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx2 => unsafe {
-                self.blocked(a, lda, rows, c, ldc, c0, c1, accumulate)
-            },
-            _ => unsafe { self.portable(a, lda, rows, c, ldc, c0, c1, accumulate) },
+            Isa::Avx512 | Isa::Avx2 => unsafe { self.blocked(op, accumulate) },
+            _ => unsafe { self.portable(op, accumulate) },
         }
     }
 
     /// Fallback: the `gemm` crate on the row-major matrix.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn portable(
-        &self,
-        a: *const f32,
-        lda: usize,
-        rows: usize,
-        c: *mut f32,
-        ldc: usize,
-        c0: usize,
-        c1: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn portable(&self, op: &Operands, accumulate: bool) {
+        let &Operands {
+            a,
+            lda,
+            rows,
+            c,
+            ldc,
+            c0,
+            c1,
+        } = op;
         let b = self.floats();
         // SAFETY: caller contract; `b` is the row-major k×n matrix (Portable packing).
         unsafe {
@@ -268,18 +231,16 @@ impl PackedB {
 
     /// Register-blocked path: K blocks × panels × MR-row strips.
     #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn blocked(
-        &self,
-        a: *const f32,
-        lda: usize,
-        rows: usize,
-        c: *mut f32,
-        ldc: usize,
-        c0: usize,
-        c1: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn blocked(&self, op: &Operands, accumulate: bool) {
+        let &Operands {
+            a,
+            lda,
+            rows,
+            c,
+            ldc,
+            c0,
+            c1,
+        } = op;
         let (mr, nr, k) = (self.isa.mr(), self.isa.nr(), self.k);
         let panels = self.floats();
         let mut edge = [0f32; 12 * 32];
@@ -299,8 +260,18 @@ impl PackedB {
                     // SAFETY: rows r..r+m exist in A and C (caller contract).
                     let a_strip = unsafe { a.add(r * lda + kb) };
                     let c_strip = unsafe { c.add(r * ldc + col) };
+                    let tile = MicroTile {
+                        kc,
+                        a: a_strip,
+                        lda,
+                        b,
+                        c: c_strip,
+                        ldc,
+                        add,
+                        prefetch,
+                    };
                     if width == nr {
-                        unsafe { self.micro(m, kc, a_strip, lda, b, c_strip, ldc, add, prefetch) };
+                        unsafe { self.micro(m, &tile) };
                     } else {
                         // Partial panel: run on a full-width scratch tile, copy back the valid
                         // columns only (the padding columns of B are zero).
@@ -311,8 +282,12 @@ impl PackedB {
                                 }
                             }
                         }
-                        let scratch = edge.as_mut_ptr();
-                        unsafe { self.micro(m, kc, a_strip, lda, b, scratch, nr, add, prefetch) };
+                        let on_scratch = MicroTile {
+                            c: edge.as_mut_ptr(),
+                            ldc: nr,
+                            ..tile
+                        };
+                        unsafe { self.micro(m, &on_scratch) };
                         for i in 0..m {
                             for j in 0..width {
                                 unsafe { *c_strip.add(i * ldc + j) = edge[i * nr + j] };
@@ -346,27 +321,15 @@ impl PackedB {
         }
     }
 
-    /// Dispatches to the micro-kernel for `m ≤ MR` rows (`add`: `C +=`, else `C =`).
+    /// Dispatches to the micro-kernel for `m ≤ MR` rows.
     #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn micro(
-        &self,
-        m: usize,
-        kc: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        add: bool,
-        prefetch: Prefetch,
-    ) {
+    unsafe fn micro(&self, m: usize, tile: &MicroTile) {
         use x86::{avx2, avx512};
         macro_rules! dispatch {
             ($f:ident, $($m:literal)*) => {
                 match m {
                     // SAFETY: caller contract of `blocked`; the ISA is available.
-                    $($m => unsafe { $f::<$m>(kc, a, lda, b, c, ldc, add, prefetch) },)*
+                    $($m => unsafe { $f::<$m>(tile) },)*
                     _ => unreachable!("micro-tile rows out of range"),
                 }
             };
@@ -376,6 +339,44 @@ impl PackedB {
             _ => dispatch!(avx2, 1 2 3 4 5 6),
         }
     }
+}
+
+/// Operands of one single-threaded GEMM call (`C[0..rows, c0..c1] (+)= A · B[:, c0..c1]`).
+///
+/// Contract (the callers' safety obligation): `a` addresses `rows` rows of `K` floats with row
+/// stride `lda`; `c` addresses `rows` rows with row stride `ldc ≥ N`, columns `c0..c1` writable
+/// and not accessed concurrently; `c0` is a multiple of [`PackedB::column_step`] (or 0) and
+/// `c1 ≤ N`.
+#[derive(Debug, Clone, Copy)]
+pub struct Operands {
+    /// First row of `A`.
+    pub a: *const f32,
+    /// Row stride of `A`, in floats.
+    pub lda: usize,
+    /// Rows of `A` and `C`.
+    pub rows: usize,
+    /// Row 0, column 0 of `C`.
+    pub c: *mut f32,
+    /// Row stride of `C`, in floats.
+    pub ldc: usize,
+    /// First column of `C` (and `B`) computed.
+    pub c0: usize,
+    /// One past the last column computed.
+    pub c1: usize,
+}
+
+/// One micro-kernel call: `C[0..M, 0..NR] (+)= A[0..M, 0..kc] · B[0..kc, 0..NR]` with `b` a
+/// packed panel slice (rows of `NR` floats, 64-byte aligned), `add` selecting `+=`.
+#[derive(Clone, Copy)]
+struct MicroTile {
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+    prefetch: Prefetch,
 }
 
 /// Cache lines of packed `B` a micro-kernel call pulls into L2 while it computes, one per step
@@ -411,7 +412,7 @@ impl Prefetch {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::Prefetch;
+    use super::MicroTile;
 
     /// Rows of the packed panel ahead of the current one that the AVX-512 kernel pulls into L1.
     const PREFETCH_ROWS: usize = 16;
@@ -423,17 +424,17 @@ mod x86 {
     /// AVX-512F available; `a` has `M` rows of `kc` floats (stride `lda`); `b` has `kc × 32`
     /// floats; `c` has `M` rows of 32 writable floats (stride `ldc`).
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn avx512<const M: usize>(
-        kc: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        add: bool,
-        prefetch: Prefetch,
-    ) {
+    pub(super) unsafe fn avx512<const M: usize>(tile: &MicroTile) {
+        let &MicroTile {
+            kc,
+            a,
+            lda,
+            b,
+            c,
+            ldc,
+            add,
+            prefetch,
+        } = tile;
         unsafe {
             let mut lo = [_mm512_setzero_ps(); M];
             let mut hi = [_mm512_setzero_ps(); M];
@@ -473,17 +474,17 @@ mod x86 {
     /// # Safety
     /// AVX2 and FMA available; as [`avx512`] with 16-float panel rows (32-byte aligned).
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn avx2<const M: usize>(
-        kc: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        add: bool,
-        prefetch: Prefetch,
-    ) {
+    pub(super) unsafe fn avx2<const M: usize>(tile: &MicroTile) {
+        let &MicroTile {
+            kc,
+            a,
+            lda,
+            b,
+            c,
+            ldc,
+            add,
+            prefetch,
+        } = tile;
         unsafe {
             let mut lo = [_mm256_setzero_ps(); M];
             let mut hi = [_mm256_setzero_ps(); M];
@@ -525,6 +526,27 @@ mod tests {
         (0..len).map(|_| rng.next_signed_unit() as f32).collect()
     }
 
+    /// Operands for row-major `a` (`rows × k`) and `c` (`rows × n`), columns `c0..c1`.
+    fn operands(
+        a: &[f32],
+        k: usize,
+        rows: usize,
+        c: &mut [f32],
+        n: usize,
+        c0: usize,
+        c1: usize,
+    ) -> Operands {
+        Operands {
+            a: a.as_ptr(),
+            lda: k,
+            rows,
+            c: c.as_mut_ptr(),
+            ldc: n,
+            c0,
+            c1,
+        }
+    }
+
     /// Straightforward triple loop in f64, the reference.
     fn reference(a: &[f32], b: &[f32], c: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
         let mut out = c.to_vec();
@@ -559,7 +581,7 @@ mod tests {
                 let packed = PackedB::pack(&b, k, n, isa);
                 let mut got = c.clone();
                 // SAFETY: shapes as documented; whole column range.
-                unsafe { packed.gemm_acc(a.as_ptr(), k, rows, got.as_mut_ptr(), n, 0, n) };
+                unsafe { packed.gemm_acc(&operands(&a, k, rows, &mut got, n, 0, n)) };
                 let diff = got
                     .iter()
                     .zip(&expected)
@@ -627,7 +649,7 @@ mod tests {
         let step = packed.column_step();
         let mut got = c.clone();
         // SAFETY: shapes as documented; c0 = step is a multiple of the column step.
-        unsafe { packed.gemm_acc(a.as_ptr(), k, rows, got.as_mut_ptr(), n, step, 2 * step) };
+        unsafe { packed.gemm_acc(&operands(&a, k, rows, &mut got, n, step, 2 * step)) };
         for i in 0..rows {
             for j in 0..n {
                 let want = if (step..2 * step).contains(&j) {
@@ -656,7 +678,7 @@ mod tests {
             let packed = PackedB::pack(&b, k, n, isa);
             let mut got = vec![1.0e6f32; rows * n];
             // SAFETY: shapes as documented; whole column range.
-            unsafe { packed.gemm_set(a.as_ptr(), k, rows, got.as_mut_ptr(), n, 0, n) };
+            unsafe { packed.gemm_set(&operands(&a, k, rows, &mut got, n, 0, n)) };
             let diff = got
                 .iter()
                 .zip(&expected)

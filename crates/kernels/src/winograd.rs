@@ -31,7 +31,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::matmul::{Isa, PackedB};
+use crate::matmul::{Isa, Operands, PackedB};
 use crate::threads::{budget, task_count};
 use crate::{SharedMut, assume_filled, contiguous_f32, uninit_output};
 
@@ -491,7 +491,15 @@ impl WinogradConv {
         unsafe {
             let a = blk.v.add(xi * blk.rows * ldv);
             let c = blk.m.add(xi * blk.rows * ldm);
-            self.weights[xi].gemm_set(a, ldv, blk.count, c, ldm, c0, c1);
+            self.weights[xi].gemm_set(&Operands {
+                a,
+                lda: ldv,
+                rows: blk.count,
+                c,
+                ldc: ldm,
+                c0,
+                c1,
+            });
         }
     }
 
