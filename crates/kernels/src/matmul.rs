@@ -193,30 +193,21 @@ impl PackedB {
 
     /// Fallback: the `gemm` crate on the row-major matrix.
     unsafe fn portable(&self, op: &Operands, accumulate: bool) {
-        let &Operands {
-            a,
-            lda,
-            rows,
-            c,
-            ldc,
-            c0,
-            c1,
-        } = op;
         let b = self.floats();
         // SAFETY: caller contract; `b` is the row-major k×n matrix (Portable packing).
         unsafe {
             gemm::gemm(
-                rows,
-                c1 - c0,
+                op.rows,
+                op.c1 - op.c0,
                 self.k,
-                c.add(c0),
+                op.c.add(op.c0),
                 1,
-                ldc as isize,
+                op.ldc as isize,
                 accumulate,
-                a,
+                op.a,
                 1,
-                lda as isize,
-                b.as_ptr().add(c0),
+                op.lda as isize,
+                b.as_ptr().add(op.c0),
                 1,
                 self.n as isize,
                 1.0,
@@ -425,43 +416,34 @@ mod x86 {
     /// floats; `c` has `M` rows of 32 writable floats (stride `ldc`).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512<const M: usize>(tile: &MicroTile) {
-        let &MicroTile {
-            kc,
-            a,
-            lda,
-            b,
-            c,
-            ldc,
-            add,
-            prefetch,
-        } = tile;
+        let t = *tile;
         unsafe {
             let mut lo = [_mm512_setzero_ps(); M];
             let mut hi = [_mm512_setzero_ps(); M];
-            for p in 0..kc {
-                if p < prefetch.lines {
-                    _mm_prefetch::<_MM_HINT_T1>(prefetch.start.wrapping_add(p * 64));
+            for p in 0..t.kc {
+                if p < t.prefetch.lines {
+                    _mm_prefetch::<_MM_HINT_T1>(t.prefetch.start.wrapping_add(p * 64));
                 }
-                let ahead = b.wrapping_add((p + PREFETCH_ROWS) * 32).cast::<i8>();
+                let ahead = t.b.wrapping_add((p + PREFETCH_ROWS) * 32).cast::<i8>();
                 _mm_prefetch::<_MM_HINT_T0>(ahead);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-                let b0 = _mm512_load_ps(b.add(p * 32));
-                let b1 = _mm512_load_ps(b.add(p * 32 + 16));
+                let b0 = _mm512_load_ps(t.b.add(p * 32));
+                let b1 = _mm512_load_ps(t.b.add(p * 32 + 16));
                 for i in 0..M {
-                    let ai = _mm512_set1_ps(*a.add(i * lda + p));
+                    let ai = _mm512_set1_ps(*t.a.add(i * t.lda + p));
                     lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
                     hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
                 }
             }
-            if add {
+            if t.add {
                 for i in 0..M {
-                    let row = c.add(i * ldc);
+                    let row = t.c.add(i * t.ldc);
                     lo[i] = _mm512_add_ps(_mm512_loadu_ps(row), lo[i]);
                     hi[i] = _mm512_add_ps(_mm512_loadu_ps(row.add(16)), hi[i]);
                 }
             }
             for i in 0..M {
-                let row = c.add(i * ldc);
+                let row = t.c.add(i * t.ldc);
                 _mm512_storeu_ps(row, lo[i]);
                 _mm512_storeu_ps(row.add(16), hi[i]);
             }
@@ -475,40 +457,31 @@ mod x86 {
     /// AVX2 and FMA available; as [`avx512`] with 16-float panel rows (32-byte aligned).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2<const M: usize>(tile: &MicroTile) {
-        let &MicroTile {
-            kc,
-            a,
-            lda,
-            b,
-            c,
-            ldc,
-            add,
-            prefetch,
-        } = tile;
+        let t = *tile;
         unsafe {
             let mut lo = [_mm256_setzero_ps(); M];
             let mut hi = [_mm256_setzero_ps(); M];
-            for p in 0..kc {
-                if p < prefetch.lines {
-                    _mm_prefetch::<_MM_HINT_T1>(prefetch.start.wrapping_add(p * 64));
+            for p in 0..t.kc {
+                if p < t.prefetch.lines {
+                    _mm_prefetch::<_MM_HINT_T1>(t.prefetch.start.wrapping_add(p * 64));
                 }
-                let b0 = _mm256_load_ps(b.add(p * 16));
-                let b1 = _mm256_load_ps(b.add(p * 16 + 8));
+                let b0 = _mm256_load_ps(t.b.add(p * 16));
+                let b1 = _mm256_load_ps(t.b.add(p * 16 + 8));
                 for i in 0..M {
-                    let ai = _mm256_broadcast_ss(&*a.add(i * lda + p));
+                    let ai = _mm256_broadcast_ss(&*t.a.add(i * t.lda + p));
                     lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
                     hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
                 }
             }
-            if add {
+            if t.add {
                 for i in 0..M {
-                    let row = c.add(i * ldc);
+                    let row = t.c.add(i * t.ldc);
                     lo[i] = _mm256_add_ps(_mm256_loadu_ps(row), lo[i]);
                     hi[i] = _mm256_add_ps(_mm256_loadu_ps(row.add(8)), hi[i]);
                 }
             }
             for i in 0..M {
-                let row = c.add(i * ldc);
+                let row = t.c.add(i * t.ldc);
                 _mm256_storeu_ps(row, lo[i]);
                 _mm256_storeu_ps(row.add(8), hi[i]);
             }
