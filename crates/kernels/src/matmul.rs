@@ -243,7 +243,7 @@ impl PackedB {
                 let width = nr.min(c1 - col);
                 // SAFETY: `col` is a multiple of nr, so it starts panel col/nr; the panel has
                 // k rows of nr floats and rows kb..kb+kc exist.
-                let b = unsafe { panels.as_ptr().add((col / nr) * k * nr + kb * nr) };
+                let b = unsafe { panels.as_ptr().add(self.slice_offset(kb, col)) };
                 let next = self.next_slice(kb, col, c0, c1);
                 for (strip, r) in (0..rows).step_by(mr).enumerate() {
                     let m = mr.min(rows - r);
@@ -304,12 +304,21 @@ impl PackedB {
             return Prefetch::NONE;
         };
         let kc = KC.min(k - next_kb);
-        let offset = (next_col / nr) * k * nr + next_kb * nr;
         Prefetch {
             // In bounds: the slice exists (next_col < c1 ≤ N, next_kb < k).
-            start: self.floats()[offset..].as_ptr().cast(),
+            start: self.floats()[self.slice_offset(next_kb, next_col)..]
+                .as_ptr()
+                .cast(),
             lines: kc * nr / 16,
         }
+    }
+
+    /// Float offset of the packed slice at K row `kb` of the panel that starts at column `col`
+    /// (panel `j` is `K` rows of `NR` floats).
+    #[cfg(target_arch = "x86_64")]
+    fn slice_offset(&self, kb: usize, col: usize) -> usize {
+        let nr = self.isa.nr();
+        (col / nr) * self.k * nr + kb * nr
     }
 
     /// Dispatches to the micro-kernel for `m ≤ MR` rows.

@@ -365,10 +365,10 @@ impl WinogradConv {
         tasks: usize,
     ) -> Vec<f32> {
         let pixels = grid.batch * grid.height * grid.width;
-        let mut out = uninit_output(pixels * self.out_channels);
         if grid.tiles == 0 {
             return Vec::new(); // empty batch
         }
+        let mut out = uninit_output(pixels * self.out_channels);
         let block = self.block_tiles();
         let blocks = grid.tiles.div_ceil(block);
         let ctx = Ctx {
