@@ -25,7 +25,14 @@ src=$(cd .. && pwd)/src/
 replay() {
     local log
     log=$(mktemp)
-    "$bin" -runs=0 -print_coverage=1 -rss_limit_mb=2048 -timeout=20 "$@" >"$log" 2>&1
+    # A replay that fails (crash, timeout) would leave a partial coverage list: report it and
+    # stop rather than print a number.
+    if ! "$bin" -runs=0 -print_coverage=1 -rss_limit_mb=2048 -timeout=20 "$@" >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "own_coverage: replay of $* failed (log above)" >&2
+        rm -f "$log"
+        return 1
+    fi
     local files
     files=$(find "$@" -type f | wc -l)
     # Lines: "COVERED_FUNC: hits: H edges: A/B <name> <file>:<line>" (UNCOVERED_FUNC: A = 0).
@@ -39,10 +46,13 @@ replay() {
     rm -f "$log"
 }
 
-echo "$target all $(replay "corpus/$target" "seeds/$target")"
+# (Assigned first, so that a failed replay stops the script through `set -e`.)
+line=$(replay "corpus/$target" "seeds/$target")
+echo "$target all $line"
 for minutes in "$@"; do
     older=$(mktemp -d)
     find "corpus/$target" -type f -mmin +"$minutes" -exec ln {} "$older/" \;
-    echo "$target older-than-${minutes}min $(replay "$older" "seeds/$target")"
+    line=$(replay "$older" "seeds/$target") || { rm -rf "$older"; exit 1; }
+    echo "$target older-than-${minutes}min $line"
     rm -rf "$older"
 done
