@@ -20,16 +20,20 @@ cargo +nightly fuzz build -D
 failed=""
 for target in $(cargo +nightly fuzz list); do
     corpus=$(mktemp -d)
-    log=$(mktemp)
+    scratch=$(mktemp -d)
+    log=$scratch/log
     echo "fuzz-smoke: $target for ${SECONDS_PER_TARGET}s"
+    # The target's dictionary, if any (fuzz/dicts/, see dict_option.sh).
+    dict=$(./dict_option.sh "$target" "$scratch")
+    # shellcheck disable=SC2086 # $dict is one word or none
     if ! cargo +nightly fuzz run -D "$target" "$corpus" "seeds/$target" -- \
         -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=20 \
-        -print_final_stats=1 >"$log" 2>&1; then
+        -print_final_stats=1 $dict >"$log" 2>&1; then
         tail -n 60 "$log" >&2
         failed="$failed $target"
     fi
     grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)|DONE" "$log" || true
-    rm -rf "$corpus" "$log"
+    rm -rf "$corpus" "$scratch"
 done
 if [ -n "$failed" ]; then
     echo "fuzz-smoke: FAILED:$failed (inputs in fuzz/artifacts/<target>/)" >&2

@@ -12,6 +12,7 @@
 #       -max_total_time=720 -rss_limit_mb=2048 -timeout=20 -print_final_stats=1
 # Logs: logs/<target>.log (git-ignored). A crash stops the target, leaves its input in
 # artifacts/<target>/ and makes the script exit 1 after the remaining targets.
+# A target with a dictionary (dicts/<target>.dict) gets it as -dict (see dict_option.sh).
 # Knobs: PLATEAU, CAP, PROFILE (-D: the dev profile, the default; "" for the optimised one),
 # BUILD (0: run the binaries already built, e.g. while another build of fuzz/ is pending).
 set -uo pipefail
@@ -39,9 +40,10 @@ campaign() {
     mkdir -p "corpus/$target" "artifacts/$target"
     local start best last now cov pid status plateaued
     start=$(date +%s)
+    # shellcheck disable=SC2046 # dict_option.sh prints one word or none
     "$dir/$target" "corpus/$target" "seeds/$target" -artifact_prefix="artifacts/$target/" \
         -max_total_time="$CAP" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-        >"$log" 2>&1 &
+        $(./dict_option.sh "$target" logs) >"$log" 2>&1 &
     pid=$!
     best=0
     plateaued=0
