@@ -4,13 +4,12 @@
 #   fuzz/own_plateau.sh <target>
 #
 # Alternates campaign.sh runs of CHUNK seconds (resuming corpus/<target>) with
-# own_coverage.sh <target> WINDOW. Once the target has run for at least WINDOW minutes and the
-# corpus files older than WINDOW minutes cover as many edges of the main crate's src/ as the
-# whole corpus does, no input of the last WINDOW minutes reached a new edge of our code: it
-# prints "own-code plateau" and exits 0. Exits 3 when MAX seconds of fuzzing pass first, and 1
-# when a campaign run finds a crash or a replay fails. (libFuzzer replaces corpus files by
-# smaller ones with newer times, which can only make the older subset cover less: the check
-# errs towards "still growing".)
+# `own_coverage.sh <target>`, which counts the edges of the main crate's src/ that the whole
+# corpus covers. The corpus only gains coverage (libFuzzer adds inputs, and replaces one only by
+# a smaller input with the same features), so when the count after a run equals the count
+# after an earlier run that ended at least WINDOW minutes of fuzzing before, no input of those
+# minutes reached a new edge of our code: it prints "own-code plateau" and exits 0. Exits 3 when
+# MAX seconds of fuzzing pass first, and 1 when a campaign run finds a crash or a replay fails.
 # Knobs: WINDOW (minutes, 20), CHUNK (seconds per campaign run, 300), MAX (seconds, 3600);
 # the build of the last `cargo fuzz build -D` is used (campaign.sh with BUILD=0).
 set -euo pipefail
@@ -20,19 +19,22 @@ target=$1
 WINDOW=${WINDOW:-20}
 CHUNK=${CHUNK:-300}
 MAX=${MAX:-3600}
-fuzzed=0
-while [ "$fuzzed" -lt "$MAX" ]; do
+# own[i]: own-code edges after i chunks; own[0] is the corpus as this run found it.
+own=()
+own_edges() {
+    ./own_coverage.sh "$target" | tee /dev/stderr | awk '{ sub("own=", "", $4); split($4, e, "/"); print e[1] }'
+}
+own[0]=$(own_edges)
+back=$(((WINDOW * 60 + CHUNK - 1) / CHUNK)) # chunks in a window, rounded up
+chunks=0
+while [ $((chunks * CHUNK)) -lt "$MAX" ]; do
     BUILD=0 PLATEAU=$CHUNK CAP=$CHUNK ./campaign.sh "$target" | tail -n 1
-    fuzzed=$((fuzzed + CHUNK))
-    report=$(./own_coverage.sh "$target" "$WINDOW")
-    echo "$report"
-    # Lines: "<target> all files=<n> own=<a>/<b> ..." and "<target> older-than-Wmin ... own=<c>/<b> ...".
-    own_all=$(echo "$report" | awk '$2 == "all" { sub("own=", "", $4); split($4, e, "/"); print e[1] }')
-    own_old=$(echo "$report" | awk '$2 ~ /^older/ { sub("own=", "", $4); split($4, e, "/"); print e[1] }')
-    if [ "$fuzzed" -ge $((WINDOW * 60)) ] && [ "$own_all" = "$own_old" ]; then
-        echo "$target: own-code plateau: $own_all own edges, none new in the last $WINDOW min ($fuzzed s fuzzed)"
+    chunks=$((chunks + 1))
+    own[chunks]=$(own_edges)
+    if [ "$chunks" -ge "$back" ] && [ "${own[chunks]}" = "${own[chunks - back]}" ]; then
+        echo "$target: own-code plateau: ${own[chunks]} own edges, none new in the last $((back * CHUNK)) s of fuzzing ($((chunks * CHUNK)) s in all)"
         exit 0
     fi
 done
-echo "$target: no own-code plateau within $MAX s (own edges $own_old -> $own_all over the last $WINDOW min)"
+echo "$target: no own-code plateau within $MAX s (own edges after each ${CHUNK} s: ${own[*]})"
 exit 3
