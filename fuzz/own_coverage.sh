@@ -46,6 +46,8 @@ replay() {
     rm -f "$log"
 }
 
+# A target that has never been fuzzed here has no corpus yet: replay its seeds.
+mkdir -p "corpus/$target"
 # (Assigned first, so that a failed replay stops the script through `set -e`.)
 line=$(replay "corpus/$target" "seeds/$target")
 echo "$target all $line"
