@@ -1,6 +1,7 @@
 #!/bin/sh
 # Fuzz smoke run for CI: every cargo-fuzz target for $FUZZ_SECONDS seconds (default 10) on the
-# committed seeds (fuzz/seeds/<target>), in a throw-away corpus. Fails on any crash, leak or
+# committed seeds (fuzz/seeds/<target>) and saved corpus (fuzz/corpus-min/<target>), in a
+# throw-away corpus. Fails on any crash, leak or
 # timeout; the crashing input is left in fuzz/artifacts/<target>/. See fuzz/README.md.
 # Installs what it needs when missing: the nightly toolchain (rustup, minimal profile) and
 # cargo-fuzz (crates.io, --locked).
@@ -23,10 +24,14 @@ for target in $(cargo +nightly fuzz list); do
     scratch=$(mktemp -d)
     log=$scratch/log
     echo "fuzz-smoke: $target for ${SECONDS_PER_TARGET}s"
-    # The target's dictionary, if any (fuzz/dicts/, see dict_option.sh).
+    # The target's dictionary, if any (fuzz/dicts/, see dict_option.sh), and the committed
+    # minimised corpus of the last campaign, if any (corpus-min/, see save_corpus.sh): its
+    # replay is a regression run over every input the campaigns kept.
     dict=$(./dict_option.sh "$target" "$scratch")
-    # shellcheck disable=SC2086 # $dict is one word or none
-    if ! cargo +nightly fuzz run -D "$target" "$corpus" "seeds/$target" -- \
+    saved=""
+    if [ -d "corpus-min/$target" ]; then saved="corpus-min/$target"; fi
+    # shellcheck disable=SC2086 # $saved and $dict are one word or none
+    if ! cargo +nightly fuzz run -D "$target" "$corpus" "seeds/$target" $saved -- \
         -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=20 \
         -print_final_stats=1 $dict >"$log" 2>&1; then
         tail -n 60 "$log" >&2

@@ -5,7 +5,8 @@
 #   fuzz/campaign.sh [target ...]          # default: every target of `cargo fuzz list`
 #
 # Each target runs as one libFuzzer process (the equivalent of -jobs=1) on
-# corpus/<target> (kept, git-ignored; new inputs go there) + seeds/<target> (read-only), and is
+# corpus/<target> (kept, git-ignored; new inputs go there) + seeds/<target> and, when present,
+# corpus-min/<target> (read-only; corpus-min is committed, see save_corpus.sh), and is
 # stopped with SIGINT once no new `cov:` value has appeared for $PLATEAU seconds (default 180),
 # or after $CAP seconds (default 720) in any case. The equivalent manual command is
 #   cargo +nightly fuzz run -D <target> corpus/<target> seeds/<target> -- \
@@ -17,11 +18,12 @@
 # BUILD (0: run the binaries already built, e.g. while another build of fuzz/ is pending).
 set -uo pipefail
 
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 2
 PLATEAU=${PLATEAU:-180}
 CAP=${CAP:-720}
 PROFILE=${PROFILE--D}
 if [ "${BUILD:-1}" != 0 ]; then
+    # shellcheck disable=SC2086 # $PROFILE is one word or none
     cargo +nightly fuzz build $PROFILE || exit 2
 fi
 dir=target/x86_64-unknown-linux-gnu/$([ "$PROFILE" = "-D" ] && echo debug || echo release)
@@ -34,16 +36,22 @@ max_cov() {
     grep -o 'cov: [0-9]*' "$1" 2>/dev/null | awk '$2 > m { m = $2 } END { print m + 0 }'
 }
 
+# corpus-min/<target> when there is one (committed by save_corpus.sh), else nothing.
+saved() {
+    [ -d "corpus-min/$1" ] && echo "corpus-min/$1"
+    return 0
+}
+
 # Runs one target to plateau; prints its summary row; returns the fuzzer's verdict.
 campaign() {
     local target=$1 log=logs/$1.log
     mkdir -p "corpus/$target" "artifacts/$target"
     local start best last now cov pid status plateaued
     start=$(date +%s)
-    # shellcheck disable=SC2046 # dict_option.sh prints one word or none
-    "$dir/$target" "corpus/$target" "seeds/$target" -artifact_prefix="artifacts/$target/" \
-        -max_total_time="$CAP" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-        $(./dict_option.sh "$target" logs) >"$log" 2>&1 &
+    # shellcheck disable=SC2046 # saved and dict_option.sh print one word or none
+    "$dir/$target" "corpus/$target" "seeds/$target" $(saved "$target") \
+        -artifact_prefix="artifacts/$target/" -max_total_time="$CAP" -rss_limit_mb=2048 \
+        -timeout=20 -print_final_stats=1 $(./dict_option.sh "$target" logs) >"$log" 2>&1 &
     pid=$!
     best=0
     plateaued=0

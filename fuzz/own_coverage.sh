@@ -3,9 +3,10 @@
 #
 #   fuzz/own_coverage.sh <target> [minutes ...]
 #
-# Replays corpus/<target> + seeds/<target> once (libFuzzer `-runs=0 -print_coverage=1`, the
-# binary of the last `cargo fuzz build -D`) and sums the covered edges of the functions defined
-# in the main crate's `src/` ("own") and of everything else (dependencies, std, the harness).
+# Replays corpus/<target> + seeds/<target> (+ the committed corpus-min/<target>, if any) once
+# (libFuzzer `-runs=0 -print_coverage=1`, the binary of the last `cargo fuzz build -D`) and sums
+# the covered edges of the functions defined in the main crate's `src/` ("own") and of
+# everything else (dependencies, std, the harness).
 # For each MINUTES given, it replays again with only the corpus files last written more than that
 # many minutes ago. Those files were all in the corpus at that time (libFuzzer only adds and
 # deletes files), so if their own-code edges equal the full corpus's, no input found in those
@@ -20,6 +21,10 @@ target=$1
 shift
 bin=target/x86_64-unknown-linux-gnu/debug/$target
 src=$(cd .. && pwd)/src/
+
+# corpus-min/<target> when there is one (committed by save_corpus.sh), else nothing.
+saved=()
+[ -d "corpus-min/$target" ] && saved=("corpus-min/$target")
 
 # Replays the given directories and prints "files=<n> own=<a>/<b> other=<c>".
 replay() {
@@ -49,12 +54,12 @@ replay() {
 # A target that has never been fuzzed here has no corpus yet: replay its seeds.
 mkdir -p "corpus/$target"
 # (Assigned first, so that a failed replay stops the script through `set -e`.)
-line=$(replay "corpus/$target" "seeds/$target")
+line=$(replay "corpus/$target" "seeds/$target" "${saved[@]}")
 echo "$target all $line"
 for minutes in "$@"; do
     older=$(mktemp -d)
     find "corpus/$target" -type f -mmin +"$minutes" -exec ln {} "$older/" \;
-    line=$(replay "$older" "seeds/$target") || { rm -rf "$older"; exit 1; }
+    line=$(replay "$older" "seeds/$target" "${saved[@]}") || { rm -rf "$older"; exit 1; }
     echo "$target older-than-${minutes}min $line"
     rm -rf "$older"
 done

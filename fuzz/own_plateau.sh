@@ -13,6 +13,7 @@
 # Knobs: WINDOW (minutes, 20), CHUNK (seconds per campaign run, 300), MAX (seconds, 3600);
 # the build of the last `cargo fuzz build -D` is used (campaign.sh with BUILD=0).
 set -euo pipefail
+shopt -s inherit_errexit # a failed own_coverage.sh inside $(...) stops the script
 
 cd "$(dirname "$0")"
 target=$1
@@ -22,7 +23,12 @@ MAX=${MAX:-3600}
 # own[i]: own-code edges after i chunks; own[0] is the corpus as this run found it.
 own=()
 own_edges() {
-    ./own_coverage.sh "$target" | tee /dev/stderr | awk '{ sub("own=", "", $4); split($4, e, "/"); print e[1] }'
+    local line
+    line=$(./own_coverage.sh "$target")
+    # Echoed, not `tee /dev/stderr`: when stderr is a log file, opening /dev/stderr reopens
+    # that file and truncates it.
+    echo "$line" >&2
+    echo "$line" | awk '{ sub("own=", "", $4); split($4, e, "/"); print e[1] }'
 }
 own[0]=$(own_edges)
 back=$(((WINDOW * 60 + CHUNK - 1) / CHUNK)) # chunks in a window, rounded up
