@@ -1,8 +1,8 @@
 #!/bin/sh
 # Fuzz smoke run for CI: every cargo-fuzz target for $FUZZ_SECONDS seconds (default 10) on the
 # committed seeds (fuzz/seeds/<target>) and saved corpus (fuzz/corpus-min/<target>), in a
-# throw-away corpus. Fails on any crash, leak or
-# timeout; the crashing input is left in fuzz/artifacts/<target>/. See fuzz/README.md.
+# throw-away corpus. Fails on any crash, leak or timeout; the crashing input is left in
+# fuzz/artifacts/<target>/. See fuzz/README.md.
 # Installs what it needs when missing: the nightly toolchain (rustup, minimal profile) and
 # cargo-fuzz (crates.io, --locked).
 set -eu
