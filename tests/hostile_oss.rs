@@ -118,6 +118,86 @@ async fn hostile_regions_in_headers_and_events_contact_nothing() {
     );
 }
 
+/// Found by fuzz/oss_url (the dictionary token `xn--` spliced into the seed
+/// `oss://bucket/...`): `xn--bucket` passes the bucket character rules, but as a host label it
+/// is invalid Punycode, so no request URL can be built for it. It used to be accepted; the
+/// request then failed inside the HTTP client, which the OSS client treats as a transient
+/// upstream failure (502, retried, an event redelivered). It is the caller's mistake: 400.
+const NOT_A_HOST_LABEL: &str = "xn--bucket";
+
+#[test]
+fn a_bucket_that_cannot_be_a_host_label_is_refused_before_any_request() {
+    let shanghai = OssConfig::from_lookup(|name| {
+        (name == "OSS_ENDPOINT").then(|| "oss-cn-shanghai.aliyuncs.com".to_string())
+    })
+    .expect("config");
+    let services = [
+        OssService::new(OssConfig::default()).expect("service"),
+        OssService::new(shanghai).expect("service"),
+    ];
+    let access = Access {
+        credentials: None,
+        region: Some("cn-hangzhou".into()),
+    };
+    for service in &services {
+        let url = format!("oss://{NOT_A_HOST_LABEL}/key.jpg");
+        match service.resolve(&url, &access) {
+            Ok(location) => panic!(
+                "{url} was accepted, request URL {:?}",
+                location.endpoint.object_url(&location.object)
+            ),
+            Err(e) => {
+                assert_eq!(e.status(), 400, "{e}");
+                assert!(e.to_string().contains(NOT_A_HOST_LABEL), "{e}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_cannot_be_a_host_label_is_a_400_and_an_invalid_record() {
+    let plugin = Arc::new(OssPlugin::new(
+        OssService::new(OssConfig::default()).expect("service"),
+    ));
+    let server = server_with_model(options(), Limits::default())
+        .with_fetcher(plugin.clone())
+        .with_event_handler(plugin);
+    let addr = start_in_process(server);
+
+    let response = client()
+        .post(format!("http://{addr}/classify"))
+        .header("x-fc-control-path", "/http-invoke")
+        .header("x-fc-region", "cn-hangzhou")
+        .header("content-type", "application/json")
+        .body(json!({"url": format!("oss://{NOT_A_HOST_LABEL}/key.jpg")}).to_string())
+        .send()
+        .await
+        .expect("classify");
+    let status = response.status().as_u16();
+    let body: Value = response.json_or_null().await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_url")),
+        "{body}"
+    );
+
+    let event = json!({"events": [{
+        "eventName": "ObjectCreated:PutObject",
+        "region": "cn-hangzhou",
+        "oss": {"bucket": {"name": NOT_A_HOST_LABEL}, "object": {"key": "a.jpg", "size": 1}}
+    }]});
+    let response = client()
+        .post(format!("http://{addr}/invoke"))
+        .header("x-fc-control-path", "/invoke")
+        .header("x-fc-region", "cn-hangzhou")
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("invoke");
+    let body: Value = response.json_or_null().await;
+    assert_eq!(body["records"][0]["status"], "invalid", "{body}");
+}
+
 trait JsonOrNull {
     async fn json_or_null(self) -> Value;
 }

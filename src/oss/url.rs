@@ -63,18 +63,26 @@ fn validate_bucket(bucket: &str) -> Result<(), OssError> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let ends_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if (3..=63).contains(&bucket.len())
+    if !((3..=63).contains(&bucket.len())
         && ok_chars
         && ends_ok(bucket.bytes().next())
-        && ends_ok(bucket.bytes().last())
+        && ends_ok(bucket.bytes().last()))
     {
-        Ok(())
-    } else {
-        Err(OssError::RefusedUrl(format!(
+        return Err(OssError::RefusedUrl(format!(
             "{bucket:?} is not a valid OSS bucket name (3-63 characters of a-z, 0-9 and '-', \
              starting and ending with a letter or digit)"
-        )))
+        )));
     }
+    // The bucket becomes the first label of the request's host. A name that passes the rules
+    // above but is not a valid IDNA label (`xn--` followed by invalid Punycode, such as
+    // `xn--bucket`; found by fuzz/oss_url) yields no parsable URL: it used to be accepted and
+    // then fail inside the HTTP client as a retried 502.
+    if let Err(e) = Host::parse(bucket) {
+        return Err(OssError::RefusedUrl(format!(
+            "{bucket:?} is not a valid OSS bucket name: it cannot be a host name label ({e})"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_key(key: &str) -> Result<(), OssError> {
