@@ -39,6 +39,18 @@ fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// An in-process server whose fetcher and event handler are the real OSS plugin, in the default
+/// configuration (no OSS_ENDPOINT, so the region picks the endpoint); returns its address.
+fn start_oss_server() -> std::net::SocketAddr {
+    let plugin = Arc::new(OssPlugin::new(
+        OssService::new(OssConfig::default()).expect("service"),
+    ));
+    let server = server_with_model(options(), Limits::default())
+        .with_fetcher(plugin.clone())
+        .with_event_handler(plugin);
+    start_in_process(server)
+}
+
 #[test]
 fn a_hostile_request_region_never_yields_a_non_oss_url() {
     let service = OssService::new(OssConfig::default()).expect("service");
@@ -66,14 +78,7 @@ async fn hostile_regions_in_headers_and_events_contact_nothing() {
     let bystander = TcpListener::bind("127.0.0.1:0").expect("bind");
     bystander.set_nonblocking(true).expect("nonblocking");
     let port = bystander.local_addr().expect("addr").port();
-    // Default configuration: no OSS_ENDPOINT, so the region picks the endpoint.
-    let plugin = Arc::new(OssPlugin::new(
-        OssService::new(OssConfig::default()).expect("service"),
-    ));
-    let server = server_with_model(options(), Limits::default())
-        .with_fetcher(plugin.clone())
-        .with_event_handler(plugin);
-    let addr = start_in_process(server);
+    let addr = start_oss_server();
     let region = format!("x@127.0.0.1:{port}/");
 
     let response = client()
@@ -156,13 +161,7 @@ fn a_bucket_that_cannot_be_a_host_label_is_refused_before_any_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_that_cannot_be_a_host_label_is_a_400_and_an_invalid_record() {
-    let plugin = Arc::new(OssPlugin::new(
-        OssService::new(OssConfig::default()).expect("service"),
-    ));
-    let server = server_with_model(options(), Limits::default())
-        .with_fetcher(plugin.clone())
-        .with_event_handler(plugin);
-    let addr = start_in_process(server);
+    let addr = start_oss_server();
 
     let response = client()
         .post(format!("http://{addr}/classify"))
