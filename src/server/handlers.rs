@@ -12,8 +12,8 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
-use super::AppState;
 use super::model::Readiness;
+use super::{AppState, oversize};
 use crate::api::{
     self, ApiError, BodyKind, ClassifyResponse, ImageRequest, ImageSource, InvokeEvent, TimingMs,
 };
@@ -250,6 +250,7 @@ async fn read_image_request(state: &AppState, request: Request) -> Result<ImageR
 
 /// The whole body, within the configured limit; empty is an error.
 async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+    let request = oversize::refuse_declared_oversize(request, state.max_body_bytes).await?;
     let body = Bytes::from_request(request, &())
         .await
         .map_err(|rejection| {
@@ -267,6 +268,7 @@ async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError
 
 /// Multipart form: file field `image`, optional text field `top_k`.
 async fn read_multipart(state: &AppState, request: Request) -> Result<ImageRequest, ApiError> {
+    let request = oversize::refuse_declared_oversize(request, state.max_body_bytes).await?;
     let mut form = Multipart::from_request(request, &())
         .await
         .map_err(|r| ApiError::bad_request("invalid_multipart", r.body_text()))?;

@@ -18,6 +18,7 @@ pub mod batch;
 pub mod handlers;
 pub mod malloc;
 pub mod model;
+pub mod oversize;
 pub mod plugins;
 pub mod pool;
 
