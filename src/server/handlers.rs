@@ -251,15 +251,7 @@ async fn read_image_request(state: &AppState, request: Request) -> Result<ImageR
 /// The whole body, within the configured limit; empty is an error.
 async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
     let request = oversize::refuse_declared_oversize(request, state.max_body_bytes).await?;
-    let body = Bytes::from_request(request, &())
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::body_too_large(state.max_body_bytes)
-            } else {
-                ApiError::bad_request("body_read_failed", rejection.body_text())
-            }
-        })?;
+    let body = oversize::collect_within(request.into_body(), state.max_body_bytes).await?;
     if body.is_empty() {
         return Err(ApiError::empty_body());
     }

@@ -6,13 +6,18 @@
 //! `requests`, most SDKs) is still sending: the client sees `EPIPE` / `ECONNRESET` instead of
 //! the 413. So, like a web server's lingering close, the unread body is read and discarded
 //! first, within [`DRAIN_MAX_BYTES`] and [`DRAIN_TIMEOUT`]; nothing of it is kept in memory.
+//! The same goes for a chunked body that runs past the limit ([`collect_within`]). Multipart
+//! bodies are read by axum's multipart reader: a declared oversize is drained here, a chunked
+//! one that runs over is answered 413 without the drain.
 //! A client that sent `Expect: 100-continue` has not sent the body yet and never will once it
 //! gets the 413, so nothing is drained for it.
 
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::HttpBody as _;
 use axum::extract::Request;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::{CONTENT_LENGTH, EXPECT};
 
@@ -40,6 +45,28 @@ pub async fn refuse_declared_oversize(request: Request, limit: usize) -> Result<
         tracing::debug!(declared, drained, "oversized body drained before the 413");
     }
     Err(ApiError::body_too_large(limit))
+}
+
+/// Collects `body` up to `limit` bytes. A body that turns out longer (a chunked upload without a
+/// `Content-Length`) is drained like a declared one and answered 413; a body that breaks off (the
+/// client went away) is a 400 `body_read_failed`.
+pub async fn collect_within(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    // A declared length (within the limit by now) sizes the buffer once.
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
+    let mut stream = body.into_data_stream();
+    let mut collected = BytesMut::with_capacity(expected.min(limit));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
+        })?;
+        if collected.len() + chunk.len() > limit {
+            let drained = drain(Body::from_stream(stream)).await;
+            tracing::debug!(drained, "oversized chunked body drained before the 413");
+            return Err(ApiError::body_too_large(limit));
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(collected.freeze())
 }
 
 /// The `Content-Length` header, when present and a number.
@@ -118,6 +145,34 @@ mod tests {
             let refused = refuse_declared_oversize(req, 10).await.err();
             assert_eq!(refused.map(|e| e.status.as_u16()), Some(413), "{headers:?}");
         }
+    }
+
+    fn chunked(chunks: usize, size: usize) -> Body {
+        let parts = (0..chunks).map(move |_| Ok::<_, std::io::Error>(vec![1u8; size]));
+        Body::from_stream(futures_util::stream::iter(parts))
+    }
+
+    #[tokio::test]
+    async fn collect_within_keeps_a_body_up_to_the_limit() {
+        let body = collect_within(chunked(4, 25), 100)
+            .await
+            .map_err(|e| e.code);
+        assert_eq!(body.map(|b| b.len()), Ok(100));
+    }
+
+    #[tokio::test]
+    async fn collect_within_refuses_a_body_one_byte_over_the_limit() {
+        let refused = collect_within(chunked(101, 1), 100).await.err();
+        assert_eq!(refused.map(|e| e.code), Some("body_too_large"));
+    }
+
+    #[tokio::test]
+    async fn collect_within_reports_a_broken_body_as_a_read_failure() {
+        let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+            vec![Ok(vec![1; 10]), Err(std::io::Error::other("reset"))];
+        let body = Body::from_stream(futures_util::stream::iter(parts));
+        let failed = collect_within(body, 100).await.err();
+        assert_eq!(failed.map(|e| e.code), Some("body_read_failed"));
     }
 
     #[tokio::test]
