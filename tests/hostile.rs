@@ -641,13 +641,9 @@ fn oversized_uploads_get_their_413_even_when_the_client_writes_before_reading() 
         "chunked upload without a Content-Length"
     );
 
-    let mut stream = TcpStream::connect(server.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
     let head = "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\
                 Content-Length: 16777216\r\nExpect: 100-continue\r\n\r\n";
-    let response = raw_exchange(&mut stream, head.as_bytes()).expect("response");
+    let response = raw(&server, head.as_bytes());
     assert_eq!(
         (response.status, code_of(&response).as_str()),
         (413, "body_too_large"),

@@ -1,4 +1,4 @@
-//! Refusing uploads whose declared `Content-Length` is over the body limit so that the client
+//! Reading request bodies within the body limit, and refusing larger ones so that the client
 //! actually receives the 413.
 //!
 //! Answering before the body has been read and then closing the connection makes the kernel
@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::body::HttpBody as _;
 use axum::extract::Request;
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use http::header::{CONTENT_LENGTH, EXPECT};
 
 use crate::api::ApiError;
@@ -41,7 +41,7 @@ pub async fn refuse_declared_oversize(request: Request, limit: usize) -> Result<
         return Ok(request);
     }
     if !expects_continue(&request) && declared <= DRAIN_MAX_BYTES {
-        let drained = drain(request.into_body()).await;
+        let drained = drain(request.into_body().into_data_stream()).await;
         tracing::debug!(declared, drained, "oversized body drained before the 413");
     }
     Err(ApiError::body_too_large(limit))
@@ -60,7 +60,7 @@ pub async fn collect_within(body: Body, limit: usize) -> Result<Bytes, ApiError>
             ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
         })?;
         if collected.len() + chunk.len() > limit {
-            let drained = drain(Body::from_stream(stream)).await;
+            let drained = drain(stream).await;
             tracing::debug!(drained, "oversized chunked body drained before the 413");
             return Err(ApiError::body_too_large(limit));
         }
@@ -90,10 +90,9 @@ fn expects_continue(request: &Request) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
-/// Reads and discards `body` up to [`DRAIN_MAX_BYTES`] or [`DRAIN_TIMEOUT`], whichever comes
-/// first, or until it ends or fails; returns the bytes read.
-async fn drain(body: Body) -> u64 {
-    let mut stream = body.into_data_stream();
+/// Reads and discards a body's `stream` up to [`DRAIN_MAX_BYTES`] or [`DRAIN_TIMEOUT`],
+/// whichever comes first, or until it ends or fails; returns the bytes read.
+async fn drain<E>(mut stream: impl Stream<Item = Result<Bytes, E>> + Unpin) -> u64 {
     let mut total = 0u64;
     let read_all = async {
         while let Some(Ok(chunk)) = stream.next().await {
@@ -178,7 +177,7 @@ mod tests {
     #[tokio::test]
     async fn drain_reads_the_whole_body() {
         let body = Body::from(vec![7u8; 300_000]);
-        assert_eq!(drain(body).await, 300_000);
+        assert_eq!(drain(body.into_data_stream()).await, 300_000);
     }
 
     #[test]

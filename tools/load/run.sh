@@ -11,8 +11,8 @@
 #     --queue requests may wait for the --workers inference threads; beyond that, 503);
 #   - no socket errors at all: connect, read, write or timeout. The oversized uploads count
 #     here: wrk writes a whole request before reading, and the server reads and discards an
-#     oversized body before its 413 (src/server/oversize.rs), so a 413 that were sent while
-#     wrk was still writing (and lost to a reset connection) shows up as a read/write error;
+#     oversized body before its 413 (src/server/oversize.rs); a 413 sent while wrk was still
+#     writing would be lost to a reset connection and show up here as a read/write error;
 #   - across runs, open fds identical; peak RSS (VmHWM) after the last run within 10 % (+8 MiB)
 #     of its value after the first; RSS after the last run no higher than the first run's peak
 #     (+8 MiB). glibc keeps freed memory in its heap (one arena, see src/server/malloc.rs), so
