@@ -1,6 +1,6 @@
 #!/bin/sh
 # Fuzz smoke run for CI: every cargo-fuzz target for $FUZZ_SECONDS seconds (default 10) on the
-# committed seeds (fuzz/seeds/<target>) and saved corpus (fuzz/corpus-min/<target>), in a
+# committed seeds (fuzz/seeds/<target>) and saved corpus (fuzz/corpus.tar.xz), in a
 # throw-away corpus. Fails on any crash, leak or timeout; the crashing input is left in
 # fuzz/artifacts/<target>/. See fuzz/README.md.
 # Installs what it needs when missing: the nightly toolchain (rustup, minimal profile) and
@@ -18,6 +18,7 @@ fi
 # minutes from scratch on 2 cores; replaying a corpus got 6.7-17x faster than with the earlier
 # codec-only overrides, so the 10 s per target below explore far more inputs).
 cargo +nightly fuzz build -D
+./corpus.sh unpack
 failed=""
 for target in $(cargo +nightly fuzz list); do
     corpus=$(mktemp -d)
@@ -25,7 +26,7 @@ for target in $(cargo +nightly fuzz list); do
     log=$scratch/log
     echo "fuzz-smoke: $target for ${SECONDS_PER_TARGET}s"
     # The target's dictionary, if any (fuzz/dicts/, see dict_option.sh), and the committed
-    # minimised corpus of the last campaign, if any (corpus-min/, see save_corpus.sh): its
+    # minimised corpus of the last campaign, if any (corpus-min/, see corpus.sh): its
     # replay is a regression run over every input the campaigns kept.
     dict=$(./dict_option.sh "$target" "$scratch")
     saved=""

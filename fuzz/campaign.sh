@@ -6,7 +6,7 @@
 #
 # Each target runs as one libFuzzer process (the equivalent of -jobs=1) on
 # corpus/<target> (kept, git-ignored; new inputs go there) + seeds/<target> and, when present,
-# corpus-min/<target> (read-only; corpus-min is committed, see save_corpus.sh), and is
+# corpus-min/<target> (read-only; unpacked from corpus.tar.xz, see corpus.sh), and is
 # stopped with SIGINT once no new `cov:` value has appeared for $PLATEAU seconds (default 180),
 # or after $CAP seconds (default 720) in any case. The equivalent manual command is
 #   cargo +nightly fuzz run -D <target> corpus/<target> seeds/<target> -- \
@@ -26,6 +26,7 @@ if [ "${BUILD:-1}" != 0 ]; then
     # shellcheck disable=SC2086 # $PROFILE is one word or none
     cargo +nightly fuzz build $PROFILE || exit 2
 fi
+./corpus.sh unpack
 dir=target/x86_64-unknown-linux-gnu/$([ "$PROFILE" = "-D" ] && echo debug || echo release)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && mapfile -t targets < <(cargo +nightly fuzz list)
@@ -36,7 +37,7 @@ max_cov() {
     grep -o 'cov: [0-9]*' "$1" 2>/dev/null | awk '$2 > m { m = $2 } END { print m + 0 }'
 }
 
-# corpus-min/<target> when there is one (committed by save_corpus.sh), else nothing.
+# corpus-min/<target> when there is one (see corpus.sh), else nothing.
 saved() {
     [ -d "corpus-min/$1" ] && echo "corpus-min/$1"
     return 0
