@@ -1,6 +1,6 @@
 //! The only door into the model: image bytes in, top-k ImageNet classes out.
 //!
-//! A [`Classifier`] is loaded once per process (weights memory-mapped, batch-norm folded) and is
+//! A [`Classifier`] is loaded once per process (weights read tensor by tensor, batch-norm folded) and is
 //! `Send + Sync`: share it behind an `Arc` and call it from any thread. Each call is CPU-bound;
 //! callers on an async runtime run it on a blocking pool.
 

@@ -101,11 +101,6 @@ impl StorageDType {
             Self::Bool => "bool",
         }
     }
-
-    /// True for floating-point types.
-    pub fn is_float(self) -> bool {
-        matches!(self, Self::F32 | Self::F64 | Self::F16 | Self::BF16)
-    }
 }
 
 /// Where one tensor of the checkpoint lives: its storage and the view into it.
