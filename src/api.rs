@@ -1,6 +1,6 @@
 //! The public API's wire types and input parsing, independent of any web framework and of the
 //! model: what image a request carries (JSON base64 / data URL, raw body, multipart, URL), which
-//! `top_k` it asks for, the 200 response and the error body of DESIGN.md "Contracts".
+//! `top_k` and `lang` it asks for, the 200 response and the error body of DESIGN.md "Contracts".
 //!
 //! Parsing here is cheap and synchronous; base64 is decoded by [`ImageSource::into_bytes`],
 //! which callers run off the async runtime together with image decoding.
@@ -14,6 +14,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::{Class, ClassifyError};
+use crate::labels::{self, Lang};
 use crate::preprocess::PreprocessError;
 
 /// Number of classes returned when the request does not say.
@@ -154,8 +155,14 @@ pub struct PredictionJson {
     pub rank: usize,
     /// ImageNet class index.
     pub index: usize,
-    /// Category name.
+    /// Category name, in the language the request asked for (English by default).
     pub label: String,
+    /// The English name, present when `label` is in another language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_en: Option<String>,
+    /// The Chinese name, present where both names are recorded (OSS result objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_zh: Option<String>,
     /// Softmax probability.
     pub score: f32,
 }
@@ -166,7 +173,32 @@ impl From<&Class> for PredictionJson {
             rank: c.rank,
             index: c.index,
             label: c.label.to_string(),
+            label_en: None,
+            label_zh: None,
             score: c.score,
+        }
+    }
+}
+
+impl PredictionJson {
+    /// This prediction with `label` in `lang`; for any language but English the English name
+    /// moves to `label_en`. English leaves it unchanged (no extra field).
+    pub fn in_lang(self, lang: Lang) -> Self {
+        let Some(name) = lang.label(self.index).filter(|_| lang != Lang::En) else {
+            return self;
+        };
+        Self {
+            label_en: Some(self.label),
+            label: name.to_string(),
+            ..self
+        }
+    }
+
+    /// This prediction with the English `label` and the Chinese `label_zh`.
+    pub fn with_both_names(self) -> Self {
+        Self {
+            label_zh: labels::label_zh(self.index).map(str::to_string),
+            ..self
         }
     }
 }
@@ -250,13 +282,16 @@ impl ImageSource {
     }
 }
 
-/// A classify request: an image and an optional `top_k` (validated, `1..=10`).
+/// A classify request: an image, an optional `top_k` (validated, `1..=10`) and an optional
+/// label language.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRequest {
     /// The image.
     pub source: ImageSource,
     /// Requested k, if any.
     pub top_k: Option<usize>,
+    /// Requested label language, if any.
+    pub lang: Option<Lang>,
 }
 
 /// What an `/invoke` body is.
@@ -278,6 +313,8 @@ struct Envelope {
     #[serde(default)]
     top_k: Option<serde_json::Value>,
     #[serde(default)]
+    lang: Option<serde_json::Value>,
+    #[serde(default)]
     events: Option<serde::de::IgnoredAny>,
 }
 
@@ -297,6 +334,7 @@ fn parse_envelope(body: &[u8]) -> Result<Envelope, ApiError> {
 
 fn image_request(envelope: Envelope) -> Result<ImageRequest, ApiError> {
     let top_k = envelope.top_k.as_ref().map(top_k_from_json).transpose()?;
+    let lang = envelope.lang.as_ref().map(lang_from_json).transpose()?;
     let source = match (envelope.image, envelope.url) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
@@ -313,7 +351,11 @@ fn image_request(envelope: Envelope) -> Result<ImageRequest, ApiError> {
             ));
         }
     };
-    Ok(ImageRequest { source, top_k })
+    Ok(ImageRequest {
+        source,
+        top_k,
+        lang,
+    })
 }
 
 /// Parses a `/classify` JSON body.
@@ -380,6 +422,52 @@ pub fn top_k_from_query(query: Option<&str>) -> Result<Option<usize>, ApiError> 
 /// The k to use: the query parameter wins over the body field, default [`DEFAULT_TOP_K`].
 pub fn choose_top_k(query: Option<usize>, body: Option<usize>) -> usize {
     query.or(body).unwrap_or(DEFAULT_TOP_K)
+}
+
+fn invalid_lang(shown: &str) -> ApiError {
+    let quoted: String = shown.chars().take(QUOTE_LIMIT).collect();
+    let ellipsis = if quoted.len() < shown.len() {
+        "…"
+    } else {
+        ""
+    };
+    ApiError::bad_request(
+        "invalid_lang",
+        format!(
+            "lang must be \"en\" (English, the default) or \"zh\" (Simplified Chinese), \
+             got {quoted}{ellipsis}"
+        ),
+    )
+}
+
+fn lang_from_json(value: &serde_json::Value) -> Result<Lang, ApiError> {
+    value
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| invalid_lang(&value.to_string()))
+}
+
+/// Parses a `lang` given as text (query string or multipart field): `en` or `zh`.
+pub fn parse_lang(text: &str) -> Result<Lang, ApiError> {
+    text.parse().map_err(|_| invalid_lang(&format!("{text:?}")))
+}
+
+/// The `lang` query parameter, if present (`?lang=zh`).
+pub fn lang_from_query(query: Option<&str>) -> Result<Option<Lang>, ApiError> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(name, _)| *name == "lang")
+        .map(|(_, value)| parse_lang(value))
+        .transpose()
+}
+
+/// The label language to use: the query parameter wins over the body field, default English.
+pub fn choose_lang(query: Option<Lang>, body: Option<Lang>) -> Lang {
+    query.or(body).unwrap_or_default()
 }
 
 /// Decodes a JSON `image` field: plain base64 (padding optional, whitespace ignored) or a
@@ -526,6 +614,71 @@ mod tests {
         assert_eq!(choose_top_k(Some(2), Some(5)), 2);
         assert_eq!(choose_top_k(None, Some(5)), 5);
         assert_eq!(choose_top_k(None, None), 3);
+    }
+
+    #[test]
+    fn lang_comes_from_query_or_json_and_defaults_to_english() {
+        assert_eq!(lang_from_query(None), Ok(None));
+        assert_eq!(lang_from_query(Some("top_k=2&lang=zh")), Ok(Some(Lang::Zh)));
+        assert_eq!(lang_from_query(Some("lang=EN")), Ok(Some(Lang::En)));
+        assert_eq!(lang_from_query(Some("language=zh")), Ok(None));
+        let r = parse_json_request(br#"{"image": "aGk=", "lang": "zh"}"#).unwrap();
+        assert_eq!(r.lang, Some(Lang::Zh));
+        let r = parse_json_request(br#"{"image": "aGk="}"#).unwrap();
+        assert_eq!(r.lang, None);
+        assert_eq!(choose_lang(Some(Lang::En), Some(Lang::Zh)), Lang::En);
+        assert_eq!(choose_lang(None, Some(Lang::Zh)), Lang::Zh);
+        assert_eq!(choose_lang(None, None), Lang::En);
+    }
+
+    #[test]
+    fn unknown_langs_are_400_invalid_lang() {
+        for query in ["lang=fr", "lang=", "lang", "lang=zh-CN"] {
+            let err = lang_from_query(Some(query)).unwrap_err();
+            assert_eq!(err.code, "invalid_lang", "{query}");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(err.message.contains("\"zh\""), "{}", err.message);
+        }
+        for bad in [r#""fr""#, r#"1"#, r#"true"#, r#"["zh"]"#] {
+            let body = format!(r#"{{"image": "aGk=", "lang": {bad}}}"#);
+            let err = parse_json_request(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code, "invalid_lang", "lang {bad}");
+        }
+        let long = "x".repeat(10_000);
+        let err = parse_lang(&long).unwrap_err();
+        assert!(err.message.len() < 200, "{}", err.message);
+    }
+
+    fn tabby() -> PredictionJson {
+        PredictionJson::from(&Class {
+            rank: 1,
+            index: 281,
+            label: "tabby",
+            score: 0.5,
+        })
+    }
+
+    #[test]
+    fn english_predictions_keep_their_wire_shape() {
+        let json = serde_json::to_value(tabby().in_lang(Lang::En)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"rank": 1, "index": 281, "label": "tabby", "score": 0.5})
+        );
+    }
+
+    #[test]
+    fn chinese_predictions_carry_the_english_name_too() {
+        let json = serde_json::to_value(tabby().in_lang(Lang::Zh)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"rank": 1, "index": 281, "label": "虎斑猫", "label_en": "tabby", "score": 0.5})
+        );
+        let json = serde_json::to_value(tabby().with_both_names()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"rank": 1, "index": 281, "label": "tabby", "label_zh": "虎斑猫", "score": 0.5})
+        );
     }
 
     #[test]

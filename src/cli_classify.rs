@@ -5,16 +5,27 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use resnet18_fc::api::PredictionJson;
 use resnet18_fc::classifier::{Classifier, ClassifyError, Prediction};
+use resnet18_fc::labels::Lang;
 use resnet18_fc::preprocess::Limits;
 use serde_json::json;
 
 /// Number of files from which a progress bar is shown on stderr.
 const PROGRESS_THRESHOLD: usize = 8;
 
+/// How results are printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// One JSON object per line instead of a table.
+    pub json: bool,
+    /// Language of the class names.
+    pub lang: Lang,
+}
+
 /// Classifies every file; a bad file is reported and skipped. Exit status is non-zero when the
 /// model cannot be loaded or any file failed.
-pub fn run(model: &Path, limits: Limits, k: usize, json: bool, images: &[PathBuf]) -> ExitCode {
+pub fn run(model: &Path, limits: Limits, k: usize, output: Output, images: &[PathBuf]) -> ExitCode {
     let classifier = match Classifier::load_with_limits(model, limits) {
         Ok(c) => c,
         Err(e) => {
@@ -30,10 +41,10 @@ pub fn run(model: &Path, limits: Limits, k: usize, json: bool, images: &[PathBuf
             .map_err(|e| FileError::Io(e.to_string()))
             .and_then(|bytes| classifier.classify(&bytes, k).map_err(FileError::Classify));
         failures += usize::from(result.is_err());
-        let text = if json {
-            json_line(path, &result)
+        let text = if output.json {
+            json_line(path, &result, output.lang)
         } else {
-            table(path, &result)
+            table(path, &result, output.lang)
         };
         progress.suspend(|| {
             let _ = writeln!(out, "{text}");
@@ -85,26 +96,39 @@ fn progress_bar(files: usize) -> ProgressBar {
     bar
 }
 
-fn json_line(path: &Path, result: &Result<Prediction, FileError>) -> String {
+/// The classes of `p` as the HTTP API names them: `label` in `lang`, `label_en` alongside
+/// when that is not English.
+fn predictions(p: &Prediction, lang: Lang) -> Vec<PredictionJson> {
+    p.classes
+        .iter()
+        .map(|c| PredictionJson::from(c).in_lang(lang))
+        .collect()
+}
+
+fn json_line(path: &Path, result: &Result<Prediction, FileError>, lang: Lang) -> String {
     let file = path.display().to_string();
     match result {
-        Ok(p) => json!({"file": file, "predictions": p.classes, "timing_ms": p.timing}),
+        Ok(p) => {
+            json!({"file": file, "predictions": predictions(p, lang), "timing_ms": p.timing})
+        }
         Err(e) => json!({"file": file, "error": {"code": e.code(), "message": e.message()}}),
     }
     .to_string()
 }
 
-fn table(path: &Path, result: &Result<Prediction, FileError>) -> String {
+fn table(path: &Path, result: &Result<Prediction, FileError>, lang: Lang) -> String {
     let mut text = format!("{}\n", path.display());
     match result {
         Ok(p) => {
-            for c in &p.classes {
+            for c in predictions(p, lang) {
+                let english = c.label_en.map(|en| format!(" ({en})")).unwrap_or_default();
                 text += &format!(
-                    "  {:>2}. {:>6.2}%  {:<4} {}\n",
+                    "  {:>2}. {:>6.2}%  {:<4} {}{}\n",
                     c.rank,
                     c.score * 100.0,
                     c.index,
-                    c.label
+                    c.label,
+                    english
                 );
             }
         }

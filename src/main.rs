@@ -52,6 +52,10 @@ struct ClassifyArgs {
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Language of the class names: `en` (English) or `zh` (Simplified Chinese; the English
+    /// name follows in parentheses, or in `label_en` with --json).
+    #[arg(long, default_value_t = resnet18_fc::labels::Lang::En)]
+    lang: resnet18_fc::labels::Lang,
     /// Decode JPEGs at full size even when large (bit-exact with TorchVision, slower).
     #[arg(long, env = "RESNET18_FC_EXACT_JPEG")]
     exact_jpeg: bool,
@@ -70,7 +74,11 @@ fn main() -> ExitCode {
                 exact_jpeg: args.exact_jpeg,
                 ..Default::default()
             };
-            cli_classify::run(&args.model, limits, args.top_k, args.json, &args.images)
+            let output = cli_classify::Output {
+                json: args.json,
+                lang: args.lang,
+            };
+            cli_classify::run(&args.model, limits, args.top_k, output, &args.images)
         }
         Some(Command::Convert(args)) => cli_weights::convert(&args),
         Some(Command::FetchModel(args)) => cli_weights::fetch(&args),

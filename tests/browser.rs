@@ -1,5 +1,6 @@
 //! The web page in a real headless Chromium, driven over W3C WebDriver by chromedriver, against
 //! the real `resnet18-fc serve` binary (synthetic weights) on an ephemeral loopback port.
+//! Browsers prefer English (`en-US,en`) unless a test asks for Chinese (`zh-CN,zh`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (run `.ci/install-browser.sh`). Without them
 //! these tests fail and say so; `RESNET18_FC_SKIP_BROWSER=1` skips them explicitly. Set
@@ -30,6 +31,10 @@ const PHONE: Viewport = Viewport::Phone {
     width: PHONE_WIDTH,
     height: 812,
 };
+/// What an English-speaking user's browser sends as Accept-Language.
+const ENGLISH: &str = "en-US,en";
+/// What a Chinese-speaking user's browser sends as Accept-Language.
+const CHINESE: &str = "zh-CN,zh;q=0.9,en;q=0.8";
 /// How long the page may take to show an answer. A failure bound, not a performance check.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -45,9 +50,14 @@ struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium with `viewport`; `None` only when the tests
-    /// are skipped explicitly with `RESNET18_FC_SKIP_BROWSER=1`.
+    /// Starts chromedriver and a headless Chromium with `viewport` whose user prefers English;
+    /// `None` only when the tests are skipped explicitly with `RESNET18_FC_SKIP_BROWSER=1`.
     async fn start(viewport: Viewport) -> Option<Self> {
+        Self::start_in(viewport, ENGLISH).await
+    }
+
+    /// Like [`Browser::start`], for a user whose browser prefers `accept_languages`.
+    async fn start_in(viewport: Viewport, accept_languages: &str) -> Option<Self> {
         if std::env::var("RESNET18_FC_SKIP_BROWSER").as_deref() == Ok("1") {
             eprintln!("RESNET18_FC_SKIP_BROWSER=1: browser test skipped on request");
             return None;
@@ -64,7 +74,7 @@ impl Browser {
         let profile = dir.path().join("profile");
         let driver = Driver::start(&chromedriver).expect("start chromedriver");
         let session = driver
-            .session(&chromium, &profile, viewport)
+            .session(&chromium, &profile, viewport, accept_languages)
             .await
             .expect("open a headless Chromium session");
         Some(Self {
@@ -145,6 +155,79 @@ impl Browser {
         out
     }
 
+    /// Each row's name in the page's other language (`data-label-other`, shown in small text),
+    /// checked to be visible in the row.
+    async fn rendered_other_labels(&self) -> Vec<String> {
+        let s = self.s();
+        let rows = s.find_all("[data-testid=prediction]").await.expect("rows");
+        let mut out = Vec::new();
+        for row in &rows {
+            let other = s
+                .attribute(row, "data-label-other")
+                .await
+                .expect("attribute")
+                .unwrap_or_default();
+            let shown = s.text(row).await.expect("row text");
+            assert!(
+                !other.is_empty() && shown.contains(&other),
+                "row {shown:?} does not show its other name {other:?}"
+            );
+            out.push(other);
+        }
+        out
+    }
+
+    /// `(data-i18n key, text)` of every translated element of the page, title included.
+    async fn translated_texts(&self) -> Vec<(String, String)> {
+        let script = "return Array.prototype.map.call(document.querySelectorAll('[data-i18n]'),\
+                      function (e) { return [e.getAttribute('data-i18n'), e.textContent]; });";
+        let v = self.s().execute(script, vec![]).await.expect("read texts");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|pair| {
+                (
+                    pair[0].as_str().expect("key").to_string(),
+                    pair[1].as_str().expect("text").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The document's `lang` attribute.
+    async fn html_lang(&self) -> String {
+        let v = self
+            .s()
+            .execute("return document.documentElement.lang;", vec![])
+            .await
+            .expect("read lang");
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Clicks the language switch's button for `lang` (`zh` or `en`).
+    async fn switch_to(&self, lang: &str) {
+        let button = self
+            .s()
+            .find(&format!("[data-testid=lang-{lang}]"))
+            .await
+            .expect("language button");
+        assert!(
+            self.s().is_displayed(&button).await.expect("displayed"),
+            "the {lang} button is not visible"
+        );
+        self.s().click(&button).await.expect("click");
+        let pressed = self
+            .s()
+            .attribute(&button, "aria-pressed")
+            .await
+            .expect("aria-pressed");
+        assert_eq!(
+            pressed.as_deref(),
+            Some("true"),
+            "{lang} button not pressed"
+        );
+    }
+
     /// Visible text of the first element matching `css`.
     async fn text_of(&self, css: &str) -> String {
         let el = self.s().find(css).await.expect("element exists");
@@ -189,8 +272,18 @@ fn photo_png(seed: u32) -> Vec<u8> {
 
 /// What `POST classify?top_k=3` answers for `bytes` sent as `content_type`: (status, JSON).
 async fn api_classify(server: &Server, bytes: &[u8], content_type: &str) -> (u16, Value) {
+    api_classify_in(server, bytes, content_type, "en").await
+}
+
+/// Like [`api_classify`], with `&lang=<lang>`.
+async fn api_classify_in(
+    server: &Server,
+    bytes: &[u8],
+    content_type: &str,
+    lang: &str,
+) -> (u16, Value) {
     let resp = server_support::client()
-        .post(format!("{}?top_k=3", server.classify_url))
+        .post(format!("{}?top_k=3&lang={lang}", server.classify_url))
         .header("content-type", content_type)
         .body(bytes.to_vec())
         .send()
@@ -552,6 +645,19 @@ async fn file_picker_is_reached_by_keyboard_with_a_visible_focus_ring() {
     let server = start_server().await;
     b.s().goto(&server.page_url).await.expect("load the page");
 
+    // The language switch (中文, English) comes first, in the header; then the picker.
+    for want in ["zh", "en"] {
+        b.s().press_key(TAB).await.expect("press Tab");
+        let v = b
+            .s()
+            .execute(
+                "var a = document.activeElement; return a ? a.getAttribute('data-lang') : null;",
+                vec![],
+            )
+            .await
+            .expect("read focus");
+        assert_eq!(v, json!(want), "Tab stop is not the {want} button: {v}");
+    }
     b.s().press_key(TAB).await.expect("press Tab");
     let focus = "var a = document.activeElement;\
                  var ring = getComputedStyle(document.getElementById('pick-label')).outlineStyle;\
@@ -560,7 +666,7 @@ async fn file_picker_is_reached_by_keyboard_with_a_visible_focus_ring() {
     assert_eq!(
         v[0],
         json!("file"),
-        "the first Tab stop is not the file input: {v}"
+        "the third Tab stop is not the file input: {v}"
     );
     assert_eq!(v[1], json!("solid"), "the picker shows no focus ring: {v}");
     b.close().await;
@@ -600,5 +706,175 @@ async fn gateway_errors_outside_the_api_contract_are_shown_readably() {
     assert_eq!(message, "The server answered with HTTP 502 Bad Gateway.");
     let detail = b.text_of("[data-testid=error-detail]").await;
     assert!(detail.contains("502 Bad Gateway"), "detail {detail:?}");
+    b.close().await;
+}
+
+/// Whether `text` has a CJK ideograph in it.
+fn has_chinese(text: &str) -> bool {
+    text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+}
+
+/// Asserts that the page's rows are the API's `lang=zh` answer shown the Chinese way: name in
+/// Chinese, English in small text.
+async fn assert_rows_in_chinese(b: &Browser, zh: &Value) {
+    let rows = b.rendered_predictions().await;
+    let others = b.rendered_other_labels().await;
+    let api = api_predictions(zh);
+    assert_same_predictions(&rows, &api);
+    let english: Vec<&str> = zh["predictions"]
+        .as_array()
+        .expect("predictions")
+        .iter()
+        .map(|p| p["label_en"].as_str().expect("label_en"))
+        .collect();
+    assert_eq!(others, english);
+    for (_, _, label, _) in &rows {
+        assert!(has_chinese(label), "{label:?} is not a Chinese name");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chinese_browser_gets_the_chinese_page() {
+    let Some(b) = Browser::start_in(DESKTOP, CHINESE).await else {
+        return;
+    };
+    let server = start_server().await;
+    let png = photo_png(5);
+    let photo = b.file("照片.png", &png);
+    let broken = b.file("broken.png", b"not an image at all");
+
+    b.s().goto(&server.page_url).await.expect("load the page");
+    assert_eq!(b.html_lang().await, "zh-CN");
+    assert_eq!(b.text_of("h1").await, "AI 万物识别");
+    assert_eq!(b.text_of("#pick-label").await, "上传图片");
+    let idle = b.text_of("[data-testid=status]").await;
+    assert!(idle.contains("开始识别"), "status {idle:?}");
+    let title = b
+        .s()
+        .execute("return document.title;", vec![])
+        .await
+        .expect("title");
+    assert!(
+        title.as_str().is_some_and(|t| t.starts_with("AI 万物识别")),
+        "{title}"
+    );
+    let zh = b
+        .s()
+        .find("[data-testid=lang-zh]")
+        .await
+        .expect("zh button");
+    let pressed = b.s().attribute(&zh, "aria-pressed").await.expect("attr");
+    assert_eq!(pressed.as_deref(), Some("true"));
+
+    b.pick(&photo).await;
+    assert_eq!(b.outcome().await, "results");
+    let (status, body) = api_classify_in(&server, &png, "image/png", "zh").await;
+    assert_eq!(status, 200, "API: {body}");
+    assert_rows_in_chinese(&b, &body).await;
+    let status_line = b.text_of("[data-testid=status]").await;
+    assert!(
+        status_line.starts_with("识别结果"),
+        "status {status_line:?}"
+    );
+    let best = body["predictions"][0]["label"].as_str().expect("label");
+    assert!(
+        status_line.contains(best),
+        "status {status_line:?} lacks {best:?}"
+    );
+    let timing = b.text_of("[data-testid=timing-inference]").await;
+    assert!(
+        timing.starts_with("推理") && timing.ends_with("ms"),
+        "timing {timing:?}"
+    );
+    let request = b.text_of("[data-testid=request-id]").await;
+    assert!(request.starts_with("请求 ID"), "{request:?}");
+    b.screenshot("desktop-zh").await;
+
+    b.pick(&broken).await;
+    assert_eq!(b.outcome().await, "error");
+    let (status, body) = api_classify(&server, b"not an image at all", "image/png").await;
+    assert!(status >= 400, "the API accepted junk: {status} {body}");
+    let english = body["error"]["message"].as_str().expect("message");
+    let code = body["error"]["code"].as_str().expect("code");
+    let message = b.text_of("[data-testid=error-message]").await;
+    assert!(
+        has_chinese(&message) && message != english,
+        "error shown as {message:?}"
+    );
+    let detail = b.text_of("[data-testid=error-detail]").await;
+    assert!(
+        detail.contains(&format!("HTTP {status}")) && detail.contains(code),
+        "detail {detail:?}"
+    );
+    assert_eq!(b.text_of("[data-testid=status]").await, "识别失败。");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_language_switch_translates_everything_and_is_remembered() {
+    let Some(b) = Browser::start(DESKTOP).await else {
+        return;
+    };
+    let server = start_server().await;
+    let png = photo_png(6);
+    let photo = b.file("photo.png", &png);
+
+    b.s().goto(&server.page_url).await.expect("load the page");
+    assert_eq!(b.html_lang().await, "en");
+    let english = b.translated_texts().await;
+    assert!(english.len() >= 8, "few translated elements: {english:?}");
+    b.pick(&photo).await;
+    assert_eq!(b.outcome().await, "results");
+    let (status, en) = api_classify(&server, &png, "image/png").await;
+    assert_eq!(status, 200, "API: {en}");
+    let (status, zh) = api_classify_in(&server, &png, "image/png", "zh").await;
+    assert_eq!(status, 200, "API: {zh}");
+    // English page: English names, the Chinese ones in small text.
+    assert_same_predictions(&b.rendered_predictions().await, &api_predictions(&en));
+    let chinese_names: Vec<String> = api_predictions(&zh).into_iter().map(|p| p.2).collect();
+    assert_eq!(b.rendered_other_labels().await, chinese_names);
+
+    b.switch_to("zh").await;
+    assert_eq!(b.html_lang().await, "zh-CN");
+    let chinese = b.translated_texts().await;
+    assert_eq!(chinese.len(), english.len());
+    for ((key, en_text), (_, zh_text)) in english.iter().zip(&chinese) {
+        assert!(
+            !zh_text.trim().is_empty() && zh_text != en_text,
+            "{key} is not translated: {en_text:?} / {zh_text:?}"
+        );
+    }
+    // The shown answer is redrawn in Chinese without asking the server again.
+    assert_rows_in_chinese(&b, &zh).await;
+    let status_line = b.text_of("[data-testid=status]").await;
+    assert!(
+        status_line.starts_with("识别结果"),
+        "status {status_line:?}"
+    );
+
+    // Remembered: a reload in this English browser stays Chinese.
+    b.s().goto(&server.page_url).await.expect("reload");
+    assert_eq!(b.html_lang().await, "zh-CN");
+    assert_eq!(b.text_of("#pick-label").await, "上传图片");
+
+    // An error switches language too.
+    let broken = b.file("broken.png", b"plain text");
+    b.pick(&broken).await;
+    assert_eq!(b.outcome().await, "error");
+    let zh_message = b.text_of("[data-testid=error-message]").await;
+    assert!(has_chinese(&zh_message), "{zh_message:?}");
+    b.switch_to("en").await;
+    let (_, body) = api_classify(&server, b"plain text", "image/png").await;
+    let api_message = body["error"]["message"].as_str().expect("message");
+    assert_eq!(b.text_of("[data-testid=error-message]").await, api_message);
+    assert_eq!(
+        b.text_of("[data-testid=status]").await,
+        "Classification failed."
+    );
+    assert_eq!(b.translated_texts().await, english);
+
+    b.s().goto(&server.page_url).await.expect("reload");
+    assert_eq!(b.html_lang().await, "en");
+    assert_eq!(b.text_of("#pick-label").await, "Choose an image");
     b.close().await;
 }

@@ -121,3 +121,88 @@ fn missing_model_fails_with_advice() {
         "stderr should say what to do: {stderr}"
     );
 }
+
+/// Runs `classify` with `extra` arguments before the image paths (no `--json` unless given).
+fn classify_with(model: &Path, extra: &[&str], images: &[&Path]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet18-fc"))
+        .arg("classify")
+        .arg("--model")
+        .arg(model)
+        .args(extra)
+        .args(images)
+        .output()
+        .expect("run resnet18-fc")
+}
+
+/// Line `index` of the Chinese class-name file, read from disk (not through the crate).
+fn chinese_name(index: u64) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/model/imagenet_classes.zh.txt");
+    let text = std::fs::read_to_string(path).expect("Chinese class names");
+    let index = usize::try_from(index).expect("index");
+    text.lines()
+        .nth(index)
+        .expect("line for the class")
+        .to_string()
+}
+
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+#[test]
+fn lang_zh_prints_chinese_names_with_the_english_ones() {
+    let (_dir, model, images) = setup();
+    let image = images[0].as_path();
+    let english = json_lines(&classify_with(&model, &["--json"], &[image]));
+    let chinese = json_lines(&classify_with(
+        &model,
+        &["--json", "--lang", "zh"],
+        &[image],
+    ));
+    let (en, zh) = (
+        english[0]["predictions"].as_array().expect("predictions"),
+        chinese[0]["predictions"].as_array().expect("predictions"),
+    );
+    assert_eq!(en.len(), 3);
+    assert_eq!(zh.len(), 3);
+    for (e, z) in en.iter().zip(zh) {
+        assert!(e.get("label_en").is_none(), "default output unchanged: {e}");
+        assert_eq!(z["index"], e["index"]);
+        assert_eq!(z["label_en"], e["label"], "{z}");
+        let index = z["index"].as_u64().expect("index");
+        assert_eq!(z["label"], chinese_name(index), "{z}");
+    }
+
+    let table = classify_with(&model, &["--lang", "zh"], &[image]);
+    assert!(table.status.success());
+    let text = String::from_utf8(table.stdout).expect("utf-8");
+    for z in zh {
+        let row = format!(
+            "{} ({})",
+            z["label"].as_str().expect("label"),
+            z["label_en"].as_str().expect("label_en")
+        );
+        assert!(text.contains(&row), "table lacks {row:?}:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_lang_is_refused_with_the_accepted_values() {
+    let (_dir, model, images) = setup();
+    let out = classify_with(&model, &["--lang", "fr"], &[images[0].as_path()]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`en`") && stderr.contains("`zh`"),
+        "stderr should name the accepted values: {stderr}"
+    );
+}

@@ -132,6 +132,14 @@ async fn inline_predictions(bytes: &[u8], top_k: usize) -> Value {
     body["predictions"].clone()
 }
 
+/// Like [`inline_predictions`], with `lang` in the request.
+async fn inline_predictions_in(bytes: &[u8], top_k: usize, lang: &str) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let (status, body) = classify(json!({"image": b64, "top_k": top_k, "lang": lang})).await;
+    assert_eq!(status, 200, "{body}");
+    body["predictions"].clone()
+}
+
 fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
 }
@@ -262,10 +270,20 @@ async fn an_upload_event_writes_its_result_object() {
     let result: Value = serde_json::from_slice(&stored.body).expect("JSON");
     assert_eq!(result["model"], "resnet18");
     assert_eq!(result["source"]["eTag"], "688A7BF4F233DC9C88A80BF985AB7329");
-    assert_eq!(
-        result["predictions"],
-        inline_predictions(&image, RESULT_TOP_K).await
-    );
+    // Both names: the English `label` of a default answer, the `label` of a `lang: zh` one.
+    let mut expected = inline_predictions(&image, RESULT_TOP_K).await;
+    let chinese = inline_predictions_in(&image, RESULT_TOP_K, "zh").await;
+    let (Some(expected_list), Some(chinese_list)) = (expected.as_array_mut(), chinese.as_array())
+    else {
+        panic!("predictions are not arrays: {chinese}");
+    };
+    for (e, z) in expected_list.iter_mut().zip(chinese_list) {
+        assert_eq!(z["label_en"], e["label"], "{z} / {e}");
+        e["label_zh"] = z["label"].clone();
+    }
+    assert_eq!(result["predictions"], expected);
+    let first = &result["predictions"][0];
+    assert_ne!(first["label_zh"], first["label"], "{result}");
 }
 
 #[tokio::test]

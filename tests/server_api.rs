@@ -57,7 +57,8 @@ async fn post_json(body: Value) -> (StatusCode, Value) {
     .await
 }
 
-/// Asserts the 200 contract shape and returns the predicted class indices.
+/// Asserts the 200 contract shape of an English (default) answer — each prediction exactly
+/// `rank`, `index`, `label`, `score` — and returns the predicted class indices.
 fn assert_prediction_shape(body: &Value, k: usize) -> Vec<u64> {
     let keys: BTreeSet<&str> = body
         .as_object()
@@ -84,6 +85,17 @@ fn assert_prediction_shape(body: &Value, k: usize) -> Vec<u64> {
     assert_eq!(predictions.len(), k, "{body}");
     let mut previous = f64::INFINITY;
     for (i, p) in predictions.iter().enumerate() {
+        let keys: BTreeSet<&str> = p
+            .as_object()
+            .expect("prediction object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["rank", "index", "label", "score"]),
+            "{body}"
+        );
         assert_eq!(p["rank"], i as u64 + 1);
         assert!(p["index"].as_u64().expect("index") < 1000);
         assert!(!p["label"].as_str().expect("label").is_empty());
@@ -198,6 +210,145 @@ async fn top_k_comes_from_query_or_body_and_must_be_1_to_10() {
             post_json(json!({"image": STANDARD.encode(&image), "top_k": bad})).await;
         assert_error(status, &body, 400, "invalid_top_k");
     }
+}
+
+/// Line `index` of the Chinese class-name file, read from disk (not through the crate).
+fn chinese_name(index: u64) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/model/imagenet_classes.zh.txt");
+    let text = std::fs::read_to_string(path).expect("Chinese class names");
+    let index = usize::try_from(index).expect("index");
+    text.lines()
+        .nth(index)
+        .expect("line for the class")
+        .to_string()
+}
+
+/// Asserts that `chinese` answers with the classes of `english` (same ranks, indices, scores
+/// within the batching tolerance), each `label` the class's Chinese name and `label_en` the
+/// English label of the default answer.
+fn assert_chinese_version_of(chinese: &Value, english: &Value) {
+    let (Some(zh), Some(en)) = (
+        chinese["predictions"].as_array(),
+        english["predictions"].as_array(),
+    ) else {
+        panic!("no predictions: {chinese} / {english}");
+    };
+    assert_eq!(zh.len(), en.len(), "{chinese} / {english}");
+    for (z, e) in zh.iter().zip(en) {
+        let keys: BTreeSet<&str> = z
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["rank", "index", "label", "label_en", "score"]),
+            "{chinese}"
+        );
+        assert_eq!(z["rank"], e["rank"]);
+        assert_eq!(z["index"], e["index"]);
+        assert_eq!(z["label_en"], e["label"], "{z} / {e}");
+        let index = z["index"].as_u64().expect("index");
+        assert_eq!(z["label"], chinese_name(index), "{z}");
+        assert_ne!(z["label"], e["label"]);
+        let (Some(a), Some(b)) = (z["score"].as_f64(), e["score"].as_f64()) else {
+            panic!("scores: {z} / {e}");
+        };
+        assert!((a - b).abs() <= BATCHING_SCORE_TOLERANCE, "{z} / {e}");
+    }
+}
+
+#[tokio::test]
+async fn lang_zh_gives_chinese_labels_in_every_input_form() {
+    let jpeg = jpeg(72, 56);
+    let b64 = STANDARD.encode(&jpeg);
+    let (status, english) = post_json(json!({"image": b64, "top_k": 4})).await;
+    assert_eq!(status, StatusCode::OK, "{english}");
+    assert_prediction_shape(&english, 4);
+    let (status, explicit_en) = post_json(json!({"image": b64, "top_k": 4, "lang": "en"})).await;
+    assert_eq!(status, StatusCode::OK, "{explicit_en}");
+    assert_prediction_shape(&explicit_en, 4);
+
+    let (s1, json_zh) = post_json(json!({"image": b64, "top_k": 4, "lang": "zh"})).await;
+    let (s2, query_zh) = post(
+        "/classify?top_k=4&lang=zh",
+        Some("image/jpeg"),
+        jpeg.clone(),
+    )
+    .await;
+    let form = multipart_body(&[
+        Part {
+            name: "lang",
+            filename: None,
+            content_type: None,
+            data: b"zh",
+        },
+        Part {
+            name: "top_k",
+            filename: None,
+            content_type: None,
+            data: b"4",
+        },
+        Part {
+            name: "image",
+            filename: Some("cat.jpg"),
+            content_type: Some("image/jpeg"),
+            data: &jpeg,
+        },
+    ]);
+    let (s3, multipart_zh) = post("/classify", Some(&multipart_content_type()), form).await;
+    // The query wins over the body, as for top_k.
+    let (s4, query_wins) = post(
+        "/classify?lang=zh",
+        Some("application/json"),
+        json!({"image": b64, "top_k": 4, "lang": "en"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    for (s, body) in [
+        (s1, &json_zh),
+        (s2, &query_zh),
+        (s3, &multipart_zh),
+        (s4, &query_wins),
+    ] {
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_chinese_version_of(body, &english);
+    }
+}
+
+#[tokio::test]
+async fn unknown_lang_is_400_invalid_lang_in_every_input_form() {
+    let image = png(32, 32);
+    let b64 = STANDARD.encode(&image);
+    let (status, body) = post_json(json!({"image": b64, "lang": "fr"})).await;
+    assert_error(status, &body, 400, "invalid_lang");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"en\"") && message.contains("\"zh\"") && message.contains("fr"),
+        "{message}"
+    );
+    let (status, body) = post_json(json!({"image": b64, "lang": 7})).await;
+    assert_error(status, &body, 400, "invalid_lang");
+    let (status, body) = post("/classify?lang=xx", Some("image/png"), image.clone()).await;
+    assert_error(status, &body, 400, "invalid_lang");
+    let form = multipart_body(&[
+        Part {
+            name: "lang",
+            filename: None,
+            content_type: None,
+            data: "中文".as_bytes(),
+        },
+        Part {
+            name: "image",
+            filename: Some("x.png"),
+            content_type: Some("image/png"),
+            data: &image,
+        },
+    ]);
+    let (status, body) = post("/classify", Some(&multipart_content_type()), form).await;
+    assert_error(status, &body, 400, "invalid_lang");
 }
 
 #[tokio::test]

@@ -150,6 +150,55 @@ async fn invoke_with_octet_stream_classify_json_answers_like_classify() {
 }
 
 #[tokio::test]
+async fn invoke_honours_lang_like_classify() {
+    let image = jpeg(66, 44);
+    let event = json!({"image": STANDARD.encode(&image), "lang": "zh"}).to_string();
+    let invoked = send(
+        plain(),
+        "/invoke",
+        &INVOKE,
+        "application/octet-stream",
+        event.into_bytes(),
+    )
+    .await;
+    let classified = send(plain(), "/classify?lang=zh", &[], "image/jpeg", image).await;
+    assert_eq!(invoked.status, StatusCode::OK, "{}", invoked.body);
+    assert_eq!(classified.status, StatusCode::OK, "{}", classified.body);
+    server_support::assert_same_predictions(
+        &invoked.body["predictions"],
+        &classified.body["predictions"],
+    );
+    let first = &invoked.body["predictions"][0];
+    assert_eq!(
+        first["label_en"],
+        classified.body["predictions"][0]["label_en"]
+    );
+    assert!(first["label_en"].is_string(), "{first}");
+    assert_ne!(first["label"], first["label_en"], "{first}");
+
+    let bad = json!({"image": STANDARD.encode(png(20, 20)), "lang": "de"}).to_string();
+    let refused = send(
+        plain(),
+        "/invoke",
+        &INVOKE,
+        "application/json",
+        bad.into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        refused.fc_status.as_deref(),
+        Some("404"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        refused.body["error"]["code"], "invalid_lang",
+        "{}",
+        refused.body
+    );
+}
+
+#[tokio::test]
 async fn local_post_invoke_without_header_is_an_event_too() {
     let event = json!({"image": STANDARD.encode(png(30, 30))}).to_string();
     let answer = send(

@@ -72,7 +72,8 @@ impl ImageFetcher for OssPlugin {
     }
 }
 
-/// What a result object says about the model.
+/// What a result object says about the model; each prediction carries its English `label` and
+/// its Chinese `label_zh`.
 #[derive(Debug, Serialize)]
 struct ResultClassification {
     model: &'static str,
@@ -113,7 +114,11 @@ impl EventHandler for OssPlugin {
                     .map_err(classify_failure)?;
                 Ok(ResultClassification {
                     model: "resnet18",
-                    predictions: c.predictions,
+                    predictions: c
+                        .predictions
+                        .into_iter()
+                        .map(PredictionJson::with_both_names)
+                        .collect(),
                     timing_ms: ResultTiming {
                         decode: millis(c.decode),
                         inference: millis(c.inference),

@@ -18,6 +18,7 @@ use crate::api::{
     self, ApiError, BodyKind, ClassifyResponse, ImageRequest, ImageSource, InvokeEvent, TimingMs,
 };
 use crate::fc::FcContext;
+use crate::labels::Lang;
 use crate::web;
 
 /// An error answer: status, `Retry-After` when set, and the contract's error JSON.
@@ -86,7 +87,7 @@ pub async fn healthz(
     (status, axum::Json(body)).into_response()
 }
 
-/// `POST /classify`: JSON, raw image or multipart; `?top_k=` allowed.
+/// `POST /classify`: JSON, raw image or multipart; `?top_k=` and `?lang=` allowed.
 pub async fn classify(
     State(state): State<Arc<AppState>>,
     Extension(context): Extension<FcContext>,
@@ -94,9 +95,11 @@ pub async fn classify(
 ) -> Response {
     let result = async {
         let query_k = api::top_k_from_query(request.uri().query())?;
+        let query_lang = api::lang_from_query(request.uri().query())?;
         let image = read_image_request(&state, request).await?;
         let k = api::choose_top_k(query_k, image.top_k);
-        classify_image(&state, &context, image.source, k).await
+        let lang = api::choose_lang(query_lang, image.lang);
+        classify_image(&state, &context, image.source, k, lang).await
     }
     .await;
     respond(result.map(axum::Json), &context)
@@ -114,7 +117,8 @@ pub async fn invoke(
         match api::parse_invoke(body)? {
             InvokeEvent::Classify(image) => {
                 let k = api::choose_top_k(None, image.top_k);
-                let answer = classify_image(&state, &context, image.source, k).await?;
+                let lang = api::choose_lang(None, image.lang);
+                let answer = classify_image(&state, &context, image.source, k, lang).await?;
                 Ok(axum::Json(answer).into_response())
             }
             InvokeEvent::Events(event) => handle_events(&state, &context, event)
@@ -197,6 +201,7 @@ async fn classify_image(
     context: &FcContext,
     source: ImageSource,
     k: usize,
+    lang: Lang,
 ) -> Result<ClassifyResponse, ApiError> {
     let (source, fetch) = match source {
         ImageSource::Url(url) => {
@@ -215,7 +220,11 @@ async fn classify_image(
     let classified = state.core.classify_source(source, k).await?;
     Ok(ClassifyResponse {
         model: api::MODEL_NAME.to_string(),
-        predictions: classified.predictions,
+        predictions: classified
+            .predictions
+            .into_iter()
+            .map(|p| p.in_lang(lang))
+            .collect(),
         timing_ms: TimingMs {
             fetch: api::millis(fetch),
             decode: api::millis(classified.decode),
@@ -242,6 +251,7 @@ async fn read_image_request(state: &AppState, request: Request) -> Result<ImageR
         BodyKind::Raw => Ok(ImageRequest {
             source: ImageSource::Bytes(body),
             top_k: None,
+            lang: None,
         }),
         BodyKind::Multipart => Err(internal("multipart body read as bytes")),
         BodyKind::Unsupported(ct) => Err(ApiError::unsupported_media_type(&ct)),
@@ -258,7 +268,7 @@ async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError
     Ok(body)
 }
 
-/// Multipart form: file field `image`, optional text field `top_k`.
+/// Multipart form: file field `image`, optional text fields `top_k` and `lang`.
 async fn read_multipart(state: &AppState, request: Request) -> Result<ImageRequest, ApiError> {
     let request = oversize::refuse_declared_oversize(request, state.max_body_bytes).await?;
     let mut form = Multipart::from_request(request, &())
@@ -271,13 +281,17 @@ async fn read_multipart(state: &AppState, request: Request) -> Result<ImageReque
             ApiError::bad_request("invalid_multipart", e.body_text())
         }
     };
-    let (mut image, mut top_k) = (None, None);
+    let (mut image, mut top_k, mut lang) = (None, None, None);
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         match field.name() {
             Some("image") => image = Some(field.bytes().await.map_err(multipart_error)?),
             Some("top_k") => {
                 let text = field.text().await.map_err(multipart_error)?;
                 top_k = Some(api::parse_top_k(&text)?);
+            }
+            Some("lang") => {
+                let text = field.text().await.map_err(multipart_error)?;
+                lang = Some(api::parse_lang(&text)?);
             }
             _ => {}
         }
@@ -297,6 +311,7 @@ async fn read_multipart(state: &AppState, request: Request) -> Result<ImageReque
     Ok(ImageRequest {
         source: ImageSource::Bytes(image),
         top_k,
+        lang,
     })
 }
 

@@ -2,11 +2,14 @@
 //!
 //! One self-contained HTML file (inline CSS and vanilla JS, no CDN, no web fonts) that uploads an
 //! image by file picker, drag-and-drop or paste and shows the top-3 classes from `POST classify`.
-//! It addresses the API relative to its own URL, so it also works when an FC HTTP trigger or a
+//! It speaks English and Simplified Chinese: the browser's preferred language (`navigator.languages`,
+//! what it sends as `Accept-Language`) picks one, a 中文 / English switch overrides it and is
+//! remembered in `localStorage`. It asks the API for `lang=zh`, so every class comes with both
+//! names and a switch redraws the answer without asking again. It addresses the API relative to its own URL, so it also works when an FC HTTP trigger or a
 //! custom domain puts the function under a base path (`x-fc-base-path`). Nothing here knows about
 //! the model or the FC adapter; the server only needs the two constants below.
 
-/// The page, compiled into the binary (about 15 KB).
+/// The page, compiled into the binary (about 26 KB).
 pub const INDEX_HTML: &str = include_str!("index.html");
 
 /// `Content-Type` to serve [`INDEX_HTML`] with.
@@ -71,12 +74,33 @@ mod tests {
             "data-testid=\"predictions\"",
             "\"prediction\"",
             "data-testid=\"error-message\"",
+            "data-testid=\"lang-zh\"",
+            "data-testid=\"lang-en\"",
             "aria-live=\"polite\"",
             "role=\"alert\"",
             "name=\"viewport\"",
         ] {
             assert!(INDEX_HTML.contains(id), "page lacks {id}");
         }
+    }
+
+    #[test]
+    fn page_asks_for_both_names_and_has_both_languages() {
+        assert!(INDEX_HTML.contains("searchParams.set(\"lang\", \"zh\")"));
+        for text in [
+            "AI 万物识别",
+            "上传图片",
+            "开始识别",
+            "识别结果",
+            "中文",
+            "English",
+        ] {
+            assert!(INDEX_HTML.contains(text), "page lacks {text}");
+        }
+        assert!(
+            INDEX_HTML.contains("localStorage"),
+            "the choice is not remembered"
+        );
     }
 
     #[test]

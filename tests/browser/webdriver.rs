@@ -83,12 +83,15 @@ impl Driver {
         })
     }
 
-    /// Opens a headless Chromium session with a fresh profile in `profile_dir`.
+    /// Opens a headless Chromium session with a fresh profile in `profile_dir`, whose user
+    /// prefers `accept_languages` (e.g. `"zh-CN,zh"`): what it sends as `Accept-Language` and
+    /// what pages see in `navigator.languages`.
     pub async fn session(
         &self,
         chromium: &Path,
         profile_dir: &Path,
         viewport: Viewport,
+        accept_languages: &str,
     ) -> Result<Session, WebDriverError> {
         // reqwest is built without a default TLS provider; plain http still needs one installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -106,6 +109,7 @@ impl Driver {
             "--no-first-run".into(),
             "--disable-dev-shm-usage".into(),
             format!("--user-data-dir={}", profile_dir.display()),
+            format!("--accept-lang={accept_languages}"),
         ];
         let mut emulation = None;
         match viewport {
@@ -120,7 +124,8 @@ impl Driver {
                 }}));
             }
         }
-        let mut options = json!({"binary": chromium, "args": args});
+        let prefs = json!({"intl": {"accept_languages": accept_languages}});
+        let mut options = json!({"binary": chromium, "args": args, "prefs": prefs});
         if let Some(emulation) = emulation {
             options["mobileEmulation"] = emulation;
         }
@@ -225,6 +230,15 @@ impl Session {
     pub async fn send_keys(&self, el: &Element, text: &str) -> Result<(), WebDriverError> {
         let path = format!("/element/{}/value", el.0);
         self.cmd(reqwest::Method::POST, &path, Some(json!({ "text": text })))
+            .await
+            .map(|_| ())
+    }
+
+    /// Clicks the element as a user does (WebDriver Element Click: scrolls it into view and
+    /// fails if something else would receive the click).
+    pub async fn click(&self, el: &Element) -> Result<(), WebDriverError> {
+        let path = format!("/element/{}/click", el.0);
+        self.cmd(reqwest::Method::POST, &path, Some(json!({})))
             .await
             .map(|_| ())
     }
