@@ -1484,8 +1484,10 @@ mod readme {
 
     /// Directories whose files the README names; `model/` is left out (its weights are made by
     /// the commands the README shows, not shipped).
-    const PREFIXES: [&str; 8] = [
+    const PREFIXES: [&str; 10] = [
         "src/",
+        "docs/",
+        "deploy/",
         "tests/",
         "tools/",
         "scripts/",
