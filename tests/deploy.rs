@@ -1503,6 +1503,7 @@ mod readme {
         let separators = |c: char| c.is_whitespace() || "`'\"()[]|,;=".contains(c);
         let mut paths: Vec<String> = text
             .split(separators)
+            .map(|w| w.split('#').next().unwrap_or(w))
             .map(|w| w.trim_end_matches(['.', ':', '…']))
             .filter(|w| PREFIXES.iter().any(|p| w.starts_with(p)))
             .filter(|w| !w.contains(['*', '<', '>', '{', '$', '…']))
@@ -1516,10 +1517,16 @@ mod readme {
     #[test]
     fn path_extraction_keeps_real_paths_and_skips_patterns() {
         let text = "run `bash .ci/run`, see (tests/fixtures/golden/chelsea.jpg). \
-                    Globs src/cli_*.rs and <file> and tools/x/{a,b} are skipped; cp src/a.rs:";
+                    Globs src/cli_*.rs and <file> and tools/x/{a,b} are skipped; cp src/a.rs: \
+                    [docs](docs/deploy.md#network).";
         assert_eq!(
             mentioned_paths(text),
-            [".ci/run", "src/a.rs", "tests/fixtures/golden/chelsea.jpg"]
+            [
+                ".ci/run",
+                "docs/deploy.md",
+                "src/a.rs",
+                "tests/fixtures/golden/chelsea.jpg"
+            ]
         );
     }
 
