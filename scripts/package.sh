@@ -29,6 +29,7 @@
 # Weights never need downloading twice: they live in model/ (not in dist/, which every run
 # empties). When the chosen file is missing there, the script runs `resnet18-fc fetch-model`
 # (download from download.pytorch.org, sha256-verified) into model/ once.
+# $RESNET18_FC_MODEL_DIR names another directory than model/ (CI uses one for synthetic weights).
 #
 # Building: `cargo zigbuild --release --target x86_64-unknown-linux-gnu.2.28` links against
 # glibc 2.28 symbol versions (install once: `pip install cargo-zigbuild ziglang`). When the musl
@@ -244,6 +245,7 @@ prepare_out() {
 }
 
 main() {
+    [ -z "${RESNET18_FC_MODEL_DIR:-}" ] || model=$(absolute "$RESNET18_FC_MODEL_DIR")
     parse_args "$@"
     require_linux_x86_64
     choose_precision
