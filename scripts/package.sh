@@ -36,7 +36,7 @@
 # target is installed (`rustup target add x86_64-unknown-linux-musl`), a static musl build is
 # used instead of failing. Without either, the script stops and says what to install.
 #
-# Runs on Linux x86_64 only (bash 3.2 or newer, GNU or BSD tools): it runs the binary it
+# Runs on Linux x86_64 only (no GNU-only find options, no bash-4 features): it runs the binary it
 # packages to convert and download weights. On macOS or Windows use a Linux VM or container.
 set -euo pipefail
 
