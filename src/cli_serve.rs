@@ -20,7 +20,8 @@ use resnet18_fc::preprocess::Limits;
 use resnet18_fc::server::batch::{BATCH_MAX_LIMIT, DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS};
 use resnet18_fc::server::malloc::{self, MallocTuning};
 use resnet18_fc::server::{
-    self, BatchOptions, DEFAULT_QUEUE, FetchingLoader, ModelLoader, Server, ServerOptions,
+    self, BatchOptions, CorsPolicy, DEFAULT_QUEUE, FetchingLoader, ModelLoader, Server,
+    ServerOptions,
 };
 use resnet18_fc::weights::FetchOptions;
 
@@ -121,6 +122,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     };
     // OSS: `{"url"}` images and upload events (OSS_ENDPOINT, RESULT_PREFIX, … from the env).
     let oss = Arc::new(OssPlugin::from_env().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let cors = CorsPolicy::from_origins(config::cors_origins(&config::process_env));
     let options = ServerOptions {
         max_body_bytes: args.max_body_bytes,
         workers,
@@ -140,6 +142,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_pixels = args.max_pixels,
         exact_jpeg = args.exact_jpeg,
         malloc = ?malloc,
+        cors = ?cors,
         model = %loader.describe(),
         "starting"
     );
@@ -157,7 +160,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         tracing::info!("listening on http://{bound}");
         let server = Server::new(Arc::new(loader), options)
             .with_fetcher(oss.clone())
-            .with_event_handler(oss);
+            .with_event_handler(oss)
+            .with_cors(cors);
         server::run(listener, server, Lifecycle::new()).await?;
         Ok(())
     });

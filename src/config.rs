@@ -1,4 +1,5 @@
-//! Server settings that come from the environment: listen port, model path and the CPU budget.
+//! Server settings that come from the environment: listen port, model path, CORS origins and the
+//! CPU budget.
 //!
 //! Every function here takes an environment lookup (`&dyn Fn(&str) -> Option<String>`) instead of
 //! reading `std::env` itself, so the rules are tested without touching the process environment.
@@ -10,11 +11,16 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PORT: u16 = 9000;
 /// Weights location, relative to the code directory (`FC_FUNC_CODE_PATH`) or the working directory.
 pub const DEFAULT_MODEL: &str = "model/resnet18.safetensors";
-/// FC 3.0's synchronous request body limit, 32 MB (platform.md §1.6), as the default body cap.
+/// FC 3.0's synchronous request body limit, 32 MB (FC 3.0 limits, docs/deploy.md), as the
+/// default body cap.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// Environment variables consulted for the port, in order (platform.md §1.1, §5.3).
+/// Environment variables consulted for the port, in order: FC's documented variable, then the one
+/// Serverless Devs' local emulation sets.
 const PORT_VARS: [&str; 2] = ["FC_CUSTOM_LISTEN_PORT", "FC_SERVER_PORT"];
+
+/// Browser origins allowed to call the HTTP routes from other sites (comma-separated).
+pub const CORS_ORIGINS_VAR: &str = "RESNET18_FC_CORS_ORIGINS";
 
 /// Why a setting from the environment is unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,6 +73,19 @@ pub fn resolve_model_path(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<Stri
         Some(code) => Path::new(&code).join(DEFAULT_MODEL),
         None => PathBuf::from(DEFAULT_MODEL),
     }
+}
+
+/// Origins listed in `RESNET18_FC_CORS_ORIGINS`: comma-separated, blanks around entries and a
+/// trailing `/` removed (browsers send `https://app.example`, people paste
+/// `https://app.example/`), empty entries dropped; `*` allows every origin. Unset or empty: none,
+/// which turns CORS off.
+pub fn cors_origins(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    env(CORS_ORIGINS_VAR)
+        .unwrap_or_default()
+        .split(',')
+        .map(|entry| entry.trim().trim_end_matches('/').to_string())
+        .filter(|entry| !entry.is_empty())
+        .collect()
 }
 
 /// Number of CPUs this process may really use: the smallest of the scheduler's view
@@ -180,6 +199,20 @@ mod tests {
         assert_eq!(
             resolve_model_path(Some(Path::new("/w/x.safetensors")), &fc),
             PathBuf::from("/w/x.safetensors")
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_trimmed_and_empty_means_none() {
+        assert!(cors_origins(&env_of(&[])).is_empty());
+        assert!(cors_origins(&env_of(&[(CORS_ORIGINS_VAR, " , ")])).is_empty());
+        let env = env_of(&[(
+            CORS_ORIGINS_VAR,
+            " https://app.example/ ,http://localhost:5173,,*",
+        )]);
+        assert_eq!(
+            cors_origins(&env),
+            ["https://app.example", "http://localhost:5173", "*"]
         );
     }
 

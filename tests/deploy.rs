@@ -1,9 +1,12 @@
 //! Deployment artefacts: `s.yaml` (and its two-function fallback), `bootstrap`,
-//! `scripts/package.sh`, and the package started exactly as Function Compute starts it.
+//! `scripts/package.sh`, `deploy/ram/`, the offline `s deploy` sequence, and the package started
+//! exactly as Function Compute starts it.
 //!
-//! FC facts used here (../shared/docs/platform.md): vCPU 0.05–16 in steps of 0.05, memory
-//! 128–32768 MB in steps of 64, vCPU:GB between 1:1 and 1:4, timeout 1–86 400 s (fc3 default
-//! 3 s), instanceConcurrency 1–200, Initializer ≤ 300 s, server on `0.0.0.0:$FC_CUSTOM_LISTEN_PORT`.
+//! FC facts used here (docs/deploy.md has them with their sources): vCPU 0.05–16 in steps of
+//! 0.05, memory 128–32768 MB in steps of 64, vCPU:GB between 1:1 and 1:4, timeout 1–86 400 s (fc3
+//! default 3 s), instanceConcurrency 1–200, Initializer ≤ 300 s, server on
+//! `0.0.0.0:$FC_CUSTOM_LISTEN_PORT`, at most 10 native OSS triggers per bucket, one prefix and one
+//! suffix each, never overlapping.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -43,6 +46,7 @@ mod syaml {
     #[derive(Debug, Deserialize)]
     pub struct Action {
         pub run: String,
+        pub path: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -56,11 +60,14 @@ mod syaml {
         pub memory_size: u64,
         pub timeout: Option<u64>,
         pub instance_concurrency: Option<u64>,
+        pub internet_access: Option<bool>,
         pub custom_runtime_config: CustomRuntimeConfig,
         pub instance_lifecycle_config: Option<Lifecycle>,
         #[serde(default)]
         pub environment_variables: BTreeMap<String, String>,
         pub role: Option<String>,
+        pub log_config: Option<String>,
+        pub custom_domain: Option<CustomDomain>,
         #[serde(default)]
         pub triggers: Vec<Trigger>,
     }
@@ -85,10 +92,27 @@ mod syaml {
 
     #[derive(Debug, Deserialize)]
     #[serde(rename_all = "camelCase")]
+    pub struct CustomDomain {
+        pub domain_name: String,
+        pub protocol: String,
+        pub route: Route,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Route {
+        pub path: String,
+        pub qualifier: Option<String>,
+        #[serde(default)]
+        pub methods: Vec<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
     pub struct Trigger {
         pub trigger_name: String,
         pub trigger_type: String,
         pub source_arn: Option<String>,
+        pub invocation_role: Option<String>,
         pub trigger_config: TriggerConfig,
     }
 
@@ -118,7 +142,12 @@ mod syaml {
     pub fn load(name: &str) -> SYaml {
         let text = std::fs::read_to_string(repo().join(name))
             .unwrap_or_else(|e| panic!("cannot read {name}: {e}"));
-        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name} is not valid: {e}"))
+        parse(&text, name)
+    }
+
+    /// Parses s.yaml text.
+    pub fn parse(text: &str, name: &str) -> SYaml {
+        serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{name} is not valid: {e}"))
     }
 
     /// Renders `${vars.x}` and `${env('NAME', 'default')}` (as its default), the two template
@@ -147,6 +176,25 @@ mod syaml {
         Some(default.trim().trim_matches(['\'', '"']).to_string())
     }
 
+    /// Whether an action key (`pre-deploy`, or `pre-${regex('deploy|local')}` as Serverless
+    /// Devs 3 allows) runs before `command`. The regex form is read as `|`-separated names,
+    /// which is all this project uses.
+    pub fn runs_before(key: &str, command: &str) -> bool {
+        let Some(rest) = key.strip_prefix("pre-") else {
+            return false;
+        };
+        match rest
+            .strip_prefix("${regex(")
+            .and_then(|r| r.strip_suffix(")}"))
+        {
+            Some(pattern) => pattern
+                .trim_matches(['\'', '"'])
+                .split('|')
+                .any(|name| name == command),
+            None => rest == command,
+        }
+    }
+
     impl SYaml {
         /// The fc3 resources, each with its props.
         pub fn functions(&self) -> Vec<(&String, &Resource)> {
@@ -162,10 +210,29 @@ mod syaml {
         }
     }
 
+    impl Resource {
+        /// The actions that run before `command` (`deploy`, `local`).
+        pub fn actions_before(&self, command: &str) -> Vec<&Action> {
+            self.actions
+                .iter()
+                .filter(|(key, _)| runs_before(key, command))
+                .flat_map(|(_, actions)| actions)
+                .collect()
+        }
+    }
+
     impl Props {
         /// The first trigger of `kind`.
         pub fn trigger(&self, kind: &str) -> Option<&Trigger> {
             self.triggers.iter().find(|t| t.trigger_type == kind)
+        }
+
+        /// Every trigger of `kind`.
+        pub fn triggers_of(&self, kind: &str) -> Vec<&Trigger> {
+            self.triggers
+                .iter()
+                .filter(|t| t.trigger_type == kind)
+                .collect()
         }
     }
 }
@@ -213,7 +280,7 @@ mod s_yaml_essentials {
     }
 
     #[test]
-    fn http_trigger_is_anonymous_get_and_post() {
+    fn http_trigger_is_anonymous_get_post_and_options_for_cors_preflights() {
         let doc = syaml::load("s.yaml");
         let http = main_function(&doc)
             .trigger("http")
@@ -222,55 +289,167 @@ mod s_yaml_essentials {
         assert_eq!(config.auth_type.as_deref(), Some("anonymous"));
         let mut methods = config.methods.clone();
         methods.sort();
-        assert_eq!(methods, ["GET", "POST"]);
+        assert_eq!(methods, ["GET", "OPTIONS", "POST"]);
     }
 
+    /// Point 1: the default HTTP-trigger domains add `Content-Disposition: attachment`, so the
+    /// web page needs a custom domain: `auto` by default, the user's own from `vars`.
     #[test]
-    fn oss_trigger_fires_on_created_objects_under_uploads_with_suffix_from_vars() {
+    fn web_page_gets_a_custom_domain_auto_by_default_settable_in_vars() {
         let doc = syaml::load("s.yaml");
-        let oss = main_function(&doc).trigger("oss").expect("an OSS trigger");
-        let mut events = oss.trigger_config.events.clone();
-        events.sort();
-        let mut expected = CREATED_EVENTS.to_vec();
-        expected.sort();
-        assert_eq!(events, expected);
-        let key = &oss
-            .trigger_config
-            .filter
+        let domain = main_function(&doc)
+            .custom_domain
             .as_ref()
-            .expect("a key filter")
-            .key;
-        assert_eq!(doc.render(&key.prefix), "uploads/");
-        assert!(key.suffix.contains("${vars."), "suffix comes from vars");
-        let arn = doc.render(oss.source_arn.as_deref().expect("sourceArn"));
-        assert!(arn.starts_with("acs:oss:"), "{arn}");
-        assert!(!oss.trigger_name.is_empty());
+            .expect("customDomain");
+        assert!(
+            domain.domain_name.contains("${vars."),
+            "the domain comes from vars: {}",
+            domain.domain_name
+        );
+        assert_eq!(doc.render(&domain.domain_name), "auto");
+        let own = syaml::render(
+            &domain.domain_name,
+            &[("domainName".to_string(), "ai.example.com".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(own, "ai.example.com");
+        assert!(
+            ["HTTP", "HTTPS", "HTTP,HTTPS"].contains(&domain.protocol.as_str()),
+            "{}",
+            domain.protocol
+        );
+        assert_eq!(domain.route.path, "/*", "every path, the page and the API");
+        assert_eq!(domain.route.qualifier.as_deref(), Some("LATEST"));
+        assert!(domain.route.methods.is_empty(), "every method");
+    }
+
+    /// Point 2: every upload format the server decodes from phones and browsers, in both cases,
+    /// within the 10 native triggers a bucket allows and without overlapping filters.
+    #[test]
+    fn oss_triggers_cover_jpeg_png_webp_in_both_cases_without_overlap() {
+        let doc = syaml::load("s.yaml");
+        let props = main_function(&doc);
+        let triggers = props.triggers_of("oss");
+        assert!(
+            (1..=10).contains(&triggers.len()),
+            "{} native OSS triggers",
+            triggers.len()
+        );
+        let mut suffixes = Vec::new();
+        let mut expected_events = CREATED_EVENTS.to_vec();
+        expected_events.sort();
+        for trigger in &triggers {
+            let mut events = trigger.trigger_config.events.clone();
+            events.sort();
+            assert_eq!(events, expected_events, "{}", trigger.trigger_name);
+            let key = &trigger
+                .trigger_config
+                .filter
+                .as_ref()
+                .expect("a key filter")
+                .key;
+            assert_eq!(
+                doc.render(&key.prefix),
+                "uploads/",
+                "{}",
+                trigger.trigger_name
+            );
+            let arn = doc.render(trigger.source_arn.as_deref().expect("sourceArn"));
+            assert!(
+                arn.starts_with("acs:oss:") && arn.ends_with(":my-images-bucket"),
+                "{arn}"
+            );
+            suffixes.push(doc.render(&key.suffix));
+        }
+        for ext in ["jpg", "jpeg", "png", "webp"] {
+            for suffix in [format!(".{ext}"), format!(".{}", ext.to_uppercase())] {
+                assert!(
+                    suffixes.contains(&suffix),
+                    "{suffix} missing from {suffixes:?}"
+                );
+            }
+        }
+        for (i, a) in suffixes.iter().enumerate() {
+            assert!(
+                !a.is_empty(),
+                "an empty suffix matches every key, results too"
+            );
+            for b in &suffixes[i + 1..] {
+                assert!(
+                    !a.ends_with(b.as_str()) && !b.ends_with(a.as_str()),
+                    "suffixes {a} and {b} overlap"
+                );
+            }
+        }
+        let mut names: Vec<&str> = triggers.iter().map(|t| t.trigger_name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), triggers.len(), "trigger names are unique");
+    }
+
+    /// Point 3: no trigger names a role that may not exist; fc3 creates the OSS trigger role.
+    #[test]
+    fn oss_triggers_leave_the_invocation_role_to_fc3() {
+        for file in ["s.yaml", "s.two-functions.yaml"] {
+            let doc = syaml::load(file);
+            for (_, resource) in doc.functions() {
+                for trigger in resource.props.triggers_of("oss") {
+                    assert_eq!(
+                        trigger.invocation_role, None,
+                        "{file}: {} names a role",
+                        trigger.trigger_name
+                    );
+                }
+            }
+        }
+    }
+
+    /// Point 4: the network setting that surely reaches the internal OSS endpoint.
+    #[test]
+    fn internet_access_stays_on() {
+        for file in ["s.yaml", "s.two-functions.yaml"] {
+            let doc = syaml::load(file);
+            for (name, resource) in doc.functions() {
+                assert_eq!(resource.props.internet_access, Some(true), "{file}: {name}");
+            }
+        }
+    }
+
+    /// Point 6: logs are on (fc3 creates the SLS project and logstore).
+    #[test]
+    fn logs_are_on() {
+        for file in ["s.yaml", "s.two-functions.yaml"] {
+            let doc = syaml::load(file);
+            for (name, resource) in doc.functions() {
+                assert_eq!(
+                    resource.props.log_config.as_deref(),
+                    Some("auto"),
+                    "{file}: {name}"
+                );
+            }
+        }
     }
 
     #[test]
     fn results_are_written_outside_the_trigger_prefix() {
         let doc = syaml::load("s.yaml");
         let props = main_function(&doc);
-        let oss = props.trigger("oss").expect("an OSS trigger");
-        let upload = doc.render(
-            &oss.trigger_config
-                .filter
-                .as_ref()
-                .expect("filter")
-                .key
-                .prefix,
-        );
         let result = doc.render(
             props
                 .environment_variables
                 .get("RESULT_PREFIX")
                 .expect("RESULT_PREFIX"),
         );
-        assert!(!result.is_empty() && !upload.is_empty());
-        assert!(
-            !result.starts_with(&upload) && !upload.starts_with(&result),
-            "results under {result} would re-trigger the function listening on {upload}"
-        );
+        for oss in props.triggers_of("oss") {
+            let key = &oss.trigger_config.filter.as_ref().expect("filter").key;
+            let upload = doc.render(&key.prefix);
+            assert!(!result.is_empty() && !upload.is_empty());
+            assert!(
+                !result.starts_with(&upload) && !upload.starts_with(&result),
+                "results under {result} would re-trigger the function listening on {upload}"
+            );
+        }
     }
 
     #[test]
@@ -318,6 +497,11 @@ mod s_yaml_essentials {
         let env = &main_function(&doc).environment_variables;
         assert_eq!(doc.render(&env["RESULT_PREFIX"]), "results/");
         assert!(env.contains_key("RUST_LOG"));
+        let cors = env
+            .get(resnet18_fc::config::CORS_ORIGINS_VAR)
+            .expect("CORS origins are passed to the function");
+        assert!(cors.contains("${vars."), "settable in vars: {cors}");
+        assert_eq!(doc.render(cors), "", "CORS off by default");
         assert!(
             env.keys().all(|k| !k.starts_with("FC_")),
             "FC_* names are reserved by FC"
@@ -325,7 +509,7 @@ mod s_yaml_essentials {
     }
 
     #[test]
-    fn function_runs_with_a_role_and_pre_deploy_builds_the_package() {
+    fn function_runs_with_a_role_and_the_package_is_built_before_deploy_and_local() {
         let doc = syaml::load("s.yaml");
         let (_, resource) = doc.functions()[0];
         let role = doc.render(resource.props.role.as_deref().expect("role"));
@@ -333,14 +517,18 @@ mod s_yaml_essentials {
             role.starts_with("acs:ram::") && role.contains(":role/"),
             "{role}"
         );
-        let runs: Vec<&str> = resource.actions["pre-deploy"]
-            .iter()
-            .map(|a| a.run.as_str())
-            .collect();
-        assert!(
-            runs.iter().any(|r| r.starts_with("scripts/package.sh")),
-            "{runs:?}"
-        );
+        for command in ["deploy", "local"] {
+            let runs: Vec<&str> = resource
+                .actions_before(command)
+                .iter()
+                .map(|a| a.run.as_str())
+                .collect();
+            assert!(
+                runs.iter().any(|r| r.starts_with("scripts/package.sh")),
+                "before `s {command}`: {runs:?}"
+            );
+        }
+        assert!(resource.actions_before("remove").is_empty());
     }
 
     #[test]
@@ -358,14 +546,40 @@ mod s_yaml_essentials {
                     .collect()
             })
             .collect();
+        assert!(kinds.contains(&vec!["http"]), "{kinds:?}");
         assert!(
-            kinds.contains(&vec!["http"]) && kinds.contains(&vec!["oss"]),
+            kinds
+                .iter()
+                .any(|k| !k.is_empty() && k.iter().all(|t| *t == "oss")),
             "{kinds:?}"
         );
         let single = syaml::load("s.yaml");
         let reference = main_function(&single);
         for (name, resource) in functions {
             let props = &resource.props;
+            let serves_http = props.trigger("http").is_some();
+            assert_eq!(
+                props.custom_domain.is_some(),
+                serves_http,
+                "{name}: the page's domain"
+            );
+            if !serves_http {
+                let suffixes = |p: &Props| -> Vec<String> {
+                    p.triggers_of("oss")
+                        .iter()
+                        .map(|t| {
+                            t.trigger_config
+                                .filter
+                                .as_ref()
+                                .expect("filter")
+                                .key
+                                .suffix
+                                .clone()
+                        })
+                        .collect()
+                };
+                assert_eq!(suffixes(props), suffixes(reference), "{name}: same uploads");
+            }
             assert_eq!(props.code, reference.code, "{name} shares ./dist");
             assert_eq!(props.runtime, reference.runtime, "{name}");
             assert_eq!(props.custom_runtime_config.port, 9000, "{name}");
@@ -391,80 +605,106 @@ mod s_yaml_essentials {
             syaml::render("${config('AccountID')}", &vars),
             "${config('AccountID')}"
         );
+        assert!(syaml::runs_before("pre-deploy", "deploy"));
+        assert!(syaml::runs_before("pre-${regex('deploy|local')}", "local"));
+        assert!(!syaml::runs_before(
+            "pre-${regex('deploy|local')}",
+            "remove"
+        ));
+        assert!(!syaml::runs_before("success-deploy", "deploy"));
     }
 }
 
-/// Runs `tools/validate_s_yaml.py` (Python jsonschema + pyyaml) against the fc3 props schema in
-/// ../shared/reference/fc3-schema.json. A fresh user checkout has no ../shared: then these tests
-/// say so on stderr and return without checking anything.
+/// `tools/validate_s_yaml.py` against the in-repo description of the props this project uses
+/// (`tools/s_yaml_props.json`). It needs python3 and PyYAML; without them these tests fail and
+/// say what to install.
 mod schema_validation {
     use super::*;
 
-    fn validator() -> Command {
-        let mut cmd = Command::new("python3");
-        cmd.arg(repo().join("tools/validate_s_yaml.py"));
-        cmd
-    }
-
-    /// True when python3, its modules and the schema are all there.
-    fn available() -> bool {
-        match validator().arg("--locate").output() {
-            Ok(out) if out.status.success() => true,
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED fc3 schema validation: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                false
-            }
-            Err(e) => {
-                eprintln!("SKIPPED fc3 schema validation: cannot run python3: {e}");
-                false
-            }
-        }
-    }
-
-    fn validate(file: &Path) -> Output {
-        validator()
-            .arg(file)
+    fn validate(files: &[&Path]) -> Output {
+        let output = Command::new("python3")
+            .arg(repo().join("tools/validate_s_yaml.py"))
+            .args(files)
             .output()
-            .expect("run validate_s_yaml.py")
+            .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3"));
+        assert_ne!(
+            output.status.code(),
+            Some(2),
+            "tools/validate_s_yaml.py cannot run (install PyYAML: `apt install python3-yaml` \
+             or `pip install pyyaml`): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
     }
 
     #[test]
-    fn s_yaml_files_validate_against_the_fc3_schema() {
-        if !available() {
-            return;
-        }
-        for name in ["s.yaml", "s.two-functions.yaml"] {
-            let out = validate(&repo().join(name));
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{name}: {text}");
-            assert!(text.contains("valid against"), "{text}");
-        }
+    fn s_yaml_files_are_valid() {
+        let files = [repo().join("s.yaml"), repo().join("s.two-functions.yaml")];
+        let out = validate(&[&files[0], &files[1]]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert_eq!(text.matches(": valid (").count(), 2, "{text}");
     }
 
-    /// Each mutation breaks one rule of the schema; the validator must reject every one.
+    /// Each mutation breaks one rule; the validator must reject every one, naming the key.
     #[test]
-    fn schema_validation_rejects_broken_s_yaml() {
-        if !available() {
-            return;
-        }
+    fn validator_rejects_unknown_keys_wrong_types_and_bad_values() {
         let original = std::fs::read_to_string(repo().join("s.yaml")).expect("read s.yaml");
         let mutations = [
-            ("memorySize: 2048", "memorySize: 2000", "multiple of 64"),
+            // A typo: fc3's schema lets it through and FC keeps its 3 s default.
+            (
+                "      timeout: 60\n",
+                "      timout: 60\n",
+                "timout: unknown key (did you mean 'timeout'?)",
+            ),
+            (
+                "memorySize: 2048",
+                "memorySize: \"2048\"",
+                "memorySize: '2048' is not of type integer",
+            ),
+            (
+                "memorySize: 2048",
+                "memorySize: 2000",
+                "not a multiple of 64",
+            ),
+            ("cpu: 2\n", "cpu: two\n", "cpu: 'two' is not of type number"),
+            (
+                "internetAccess: true",
+                "internetAccess: yes please",
+                "internetAccess",
+            ),
             (
                 "runtime: custom.debian11",
                 "runtime: custom.debian99",
                 "is not one of",
             ),
-            ("timeout: 60\n", "timeout: 0\n", "minimum of 1"),
             ("authType: anonymous", "authType: everyone", "is not one of"),
             (
                 "- oss:ObjectCreated:PostObject",
                 "- oss:ObjectCreated:Posted",
-                "IOssTriggerConfig",
+                "Posted' is not one of",
             ),
+            (
+                "        protocol: HTTP\n",
+                "        protocol: FTP\n",
+                "customDomain.protocol",
+            ),
+            (
+                "        domainName: ${vars.domainName}\n",
+                "        domain: ${vars.domainName}\n",
+                "customDomain.domain: unknown key",
+            ),
+            (
+                "            disableURLInternet: false\n",
+                "            disableUrlInternet: false\n",
+                "disableUrlInternet: unknown key",
+            ),
+            (
+                "                suffix: .png\n",
+                "                sufix: .png\n",
+                "sufix: unknown key",
+            ),
+            ("      logConfig: auto", "      logConfig: on", "logConfig"),
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (from, to, complaint) in mutations {
@@ -474,10 +714,15 @@ mod schema_validation {
             );
             let broken = dir.path().join("s.yaml");
             std::fs::write(&broken, original.replacen(from, to, 1)).expect("write");
-            let out = validate(&broken);
+            let out = validate(&[&broken]);
             let text = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(out.status.code(), Some(1), "`{to}` accepted: {text}");
-            assert!(text.contains(complaint), "`{to}`: {text}");
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "`{}` accepted: {text}",
+                to.trim()
+            );
+            assert!(text.contains(complaint), "`{}`: {text}", to.trim());
         }
     }
 }
@@ -590,12 +835,40 @@ mod bootstrap {
     }
 }
 
-/// `scripts/package.sh` with a given binary (the one cargo built for these tests) and synthetic
-/// weights. The full release build (cargo-zigbuild, glibc 2.28) is too slow for `cargo test`; it
-/// runs in `.ci/run`, which then points `RESNET18_FC_DIST` at that package so the FC start test
-/// below runs against the real release package too.
+/// `scripts/package.sh` in a temporary copy of the checkout (it keeps weights and the chosen
+/// precision in the checkout's `model/`), with the binary cargo built for these tests and
+/// synthetic weights. The full release build (cargo-zigbuild, glibc 2.28) is too slow for
+/// `cargo test`; it runs in `.ci/run`, which then points `RESNET18_FC_DIST` at that package so
+/// the FC start test below runs against the real release package too.
 mod packaging {
     use super::*;
+
+    /// A checkout copy with what packaging and deploying read: the script, bootstrap, s.yaml.
+    pub fn checkout(dir: &Path) -> PathBuf {
+        let root = dir.join("checkout");
+        std::fs::create_dir_all(root.join("scripts")).expect("mkdir");
+        for file in ["scripts/package.sh", "bootstrap", "s.yaml"] {
+            std::fs::copy(repo().join(file), root.join(file)).expect("copy checkout file");
+        }
+        root
+    }
+
+    /// `scripts/package.sh` of `root` with the test binary (glibc check relaxed: it is a host
+    /// build) and every download pointed at a closed port, so any download attempt fails.
+    pub fn script(root: &Path) -> Command {
+        let mut cmd = Command::new(root.join("scripts/package.sh"));
+        cmd.envs(script_env());
+        cmd
+    }
+
+    /// The environment of [`script`].
+    fn script_env() -> [(&'static str, &'static str); 3] {
+        [
+            ("RESNET18_FC_BINARY", env!("CARGO_BIN_EXE_resnet18-fc")),
+            ("RESNET18_FC_MAX_GLIBC", "99.0"),
+            ("RESNET18_FC_MODEL_URL", "http://127.0.0.1:9/resnet18.pth"),
+        ]
+    }
 
     /// Synthetic weights (same names and shapes as TorchVision's) written once per test.
     fn synthetic_weights(dir: &Path) -> PathBuf {
@@ -606,11 +879,11 @@ mod packaging {
         path
     }
 
+    /// Packages synthetic weights into `out` from a fresh checkout copy beside it.
     pub fn package(out: &Path, extra: &[&str]) -> Output {
-        let weights = synthetic_weights(out.parent().expect("parent"));
-        Command::new(repo().join("scripts/package.sh"))
-            .arg("--binary")
-            .arg(env!("CARGO_BIN_EXE_resnet18-fc"))
+        let dir = out.parent().expect("parent");
+        let weights = synthetic_weights(dir);
+        script(&checkout(dir))
             .arg("--weights")
             .arg(&weights)
             .arg("--out")
@@ -634,11 +907,25 @@ mod packaging {
             .collect()
     }
 
+    fn float_dtypes(weights: &Path) -> Vec<safetensors::Dtype> {
+        let bytes = std::fs::read(weights).expect("weights");
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+        let mut dtypes: Vec<_> = tensors
+            .tensors()
+            .into_iter()
+            .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
+            .map(|(_, view)| view.dtype())
+            .collect();
+        assert_eq!(dtypes.len(), 102, "every float tensor of ResNet-18");
+        dtypes.dedup();
+        dtypes
+    }
+
     #[test]
     fn package_lays_out_bootstrap_binary_and_weights() {
         let dir = tempfile::tempdir().expect("tempdir");
         let dist = dir.path().join("dist");
-        let out = package(&dist, &["--max-glibc", "99.0"]);
+        let out = package(&dist, &[]);
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{log}");
         for (file, mode) in [("bootstrap", 0o755), ("resnet18-fc", 0o755)] {
@@ -648,7 +935,14 @@ mod packaging {
         let weights = std::fs::read(dist.join("model/resnet18.safetensors")).expect("weights");
         let source = std::fs::read(dir.path().join("synthetic.safetensors")).expect("source");
         assert!(weights == source, "weights copied byte for byte");
-        assert!(log.contains("package size: "), "size is reported: {log}");
+        let total: u64 = ["bootstrap", "resnet18-fc", "model/resnet18.safetensors"]
+            .iter()
+            .map(|f| std::fs::metadata(dist.join(f)).expect(f).len())
+            .sum();
+        assert!(
+            log.contains(&format!("package size: {total} bytes")),
+            "size of the three files is reported: {log}"
+        );
         let libs = needed_libraries(&dist.join("resnet18-fc"));
         assert!(
             libs.iter()
@@ -662,15 +956,11 @@ mod packaging {
     #[test]
     fn package_f16_variant_stores_every_tensor_as_float16() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let dist = dir.path().join("dist");
-        let checkpoint = repo().join("tests/fixtures/checkpoints/resnet18_tiny.pth");
-        let out = Command::new(repo().join("scripts/package.sh"))
-            .arg("--binary")
-            .arg(env!("CARGO_BIN_EXE_resnet18-fc"))
+        let root = checkout(dir.path());
+        let out = script(&root)
             .arg("--weights")
-            .arg(&checkpoint)
-            .args(["--f16", "--max-glibc", "99.0", "--out"])
-            .arg(&dist)
+            .arg(repo().join("tests/fixtures/checkpoints/resnet18_tiny.pth"))
+            .arg("--f16")
             .output()
             .expect("run package.sh");
         assert!(
@@ -678,26 +968,77 @@ mod packaging {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let bytes = std::fs::read(dist.join("model/resnet18.safetensors")).expect("weights");
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-        let floats: Vec<_> = tensors
-            .tensors()
-            .into_iter()
-            .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
-            .collect();
-        assert_eq!(floats.len(), 102, "every float tensor of ResNet-18");
-        for (name, view) in floats {
-            assert_eq!(view.dtype(), safetensors::Dtype::F16, "{name}");
-        }
+        let packaged = root.join("dist/model/resnet18.safetensors");
+        assert_eq!(float_dtypes(&packaged), [safetensors::Dtype::F16]);
     }
 
     #[test]
     fn package_f16_refuses_safetensors_input() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = package(&dir.path().join("dist"), &["--f16", "--max-glibc", "99.0"]);
+        let out = package(&dir.path().join("dist"), &["--f16"]);
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{log}");
         assert!(log.contains("pass the .pth file"), "{log}");
+    }
+
+    /// Point 5, the README's offline path then `s deploy`: `package.sh --weights X.pth --f16`,
+    /// then the pre-deploy action exactly as s.yaml declares it (no arguments). The second run
+    /// must package the same f16 weights, from model/, without trying to download anything.
+    #[test]
+    fn offline_weights_and_f16_survive_the_pre_deploy_action() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = checkout(dir.path());
+        let checkpoint = repo().join("tests/fixtures/checkpoints/resnet18_tiny.pth");
+        let first = script(&root)
+            .arg("--weights")
+            .arg(&checkpoint)
+            .arg("--f16")
+            .output()
+            .expect("run package.sh");
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        let kept = root.join("model/resnet18-f16.safetensors");
+        let converted = std::fs::read(&kept).expect("converted weights stay in model/");
+        std::fs::remove_dir_all(root.join("dist")).expect("forget the first dist/");
+
+        let doc = syaml::parse(
+            &std::fs::read_to_string(root.join("s.yaml")).expect("s.yaml"),
+            "s.yaml",
+        );
+        let (_, resource) = doc.functions()[0];
+        let actions = resource.actions_before("deploy");
+        assert!(!actions.is_empty(), "s.yaml builds before deploying");
+        for action in actions {
+            let cwd = root.join(action.path.as_deref().unwrap_or("./"));
+            // Serverless Devs runs `run` through a shell in `path`, with no arguments of its own.
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(&action.run)
+                .current_dir(&cwd)
+                .envs(script_env())
+                .output()
+                .expect("run the pre-deploy action");
+            let log = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "`{}` failed: {log}", action.run);
+            assert!(!log.contains("fetch-model"), "no download attempted: {log}");
+            assert!(log.contains("precision f16"), "{log}");
+        }
+        let packaged = root.join("dist/model/resnet18.safetensors");
+        assert!(
+            std::fs::read(&packaged).expect("packaged weights") == converted,
+            "the deploy packages the weights converted by the first run"
+        );
+        assert_eq!(float_dtypes(&packaged), [safetensors::Dtype::F16]);
+
+        // `--f32` switches back and is kept as well (here: no f32 weights, so it must try
+        // the closed-port download and fail saying so).
+        let out = script(&root).arg("--f32").output().expect("run package.sh");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{log}");
+        assert!(log.contains("could not download the weights"), "{log}");
     }
 
     #[test]
@@ -718,7 +1059,7 @@ mod packaging {
         let dist = dir.path().join("precious");
         std::fs::create_dir(&dist).expect("mkdir");
         std::fs::write(dist.join("notes.txt"), "keep me").expect("write");
-        let out = package(&dist, &["--max-glibc", "99.0"]);
+        let out = package(&dist, &[]);
         assert!(!out.status.success());
         assert!(dist.join("notes.txt").exists());
     }
@@ -726,26 +1067,120 @@ mod packaging {
     #[test]
     fn package_without_weights_or_network_says_what_to_do() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fake_repo = dir.path().join("checkout");
-        std::fs::create_dir_all(fake_repo.join("scripts")).expect("mkdir");
-        std::fs::copy(
-            repo().join("scripts/package.sh"),
-            fake_repo.join("scripts/package.sh"),
-        )
-        .expect("copy script");
-        std::fs::copy(repo().join("bootstrap"), fake_repo.join("bootstrap")).expect("copy");
-        let out = Command::new(fake_repo.join("scripts/package.sh"))
-            .arg("--binary")
-            .arg(env!("CARGO_BIN_EXE_resnet18-fc"))
-            .args(["--max-glibc", "99.0"])
-            // An unreachable download: no weights in this checkout, none can be fetched.
-            .env("RESNET18_FC_MODEL_URL", "http://127.0.0.1:9/resnet18.pth")
+        let out = script(&checkout(dir.path()))
             .output()
             .expect("run package.sh");
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{log}");
         assert!(log.contains("could not download the weights"), "{log}");
         assert!(log.contains("--weights resnet18-f37072fd.pth"), "{log}");
+    }
+
+    /// Point 9: the script says it needs Linux x86_64 instead of failing half-way elsewhere.
+    #[test]
+    fn package_outside_linux_x86_64_says_it_needs_linux() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = checkout(dir.path());
+        let bin = dir.path().join("fake-bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        let uname = bin.join("uname");
+        std::fs::write(
+            &uname,
+            "#!/bin/sh\ncase \"$1\" in -s) echo Darwin ;; -m) echo arm64 ;; esac\n",
+        )
+        .expect("write fake uname");
+        std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = script(&root)
+            .env("PATH", path)
+            .output()
+            .expect("run package.sh");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{log}");
+        assert!(
+            log.contains("Linux x86_64 only (here: Darwin arm64)"),
+            "{log}"
+        );
+        assert!(!root.join("dist").exists(), "nothing built");
+    }
+}
+
+/// The function role of `deploy/ram/`: trusted by Function Compute, allowed exactly GetObject
+/// on uploads and PutObject on results.
+mod ram_policy {
+    use super::*;
+
+    fn json(file: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(repo().join(file)).expect(file);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file} is not JSON: {e}"))
+    }
+
+    fn strings(value: &serde_json::Value) -> Vec<String> {
+        match value {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(items) => items.iter().flat_map(strings).collect(),
+            other => panic!("expected a string or a list of strings, got {other}"),
+        }
+    }
+
+    #[test]
+    fn function_role_policy_allows_exactly_get_uploads_and_put_results() {
+        let policy = json("deploy/ram/function-role-policy.json");
+        assert_eq!(policy["Version"], "1");
+        let mut grants: Vec<(String, String, String)> = Vec::new();
+        for statement in policy["Statement"].as_array().expect("Statement list") {
+            let effect = statement["Effect"].as_str().expect("Effect").to_string();
+            for action in strings(&statement["Action"]) {
+                for resource in strings(&statement["Resource"]) {
+                    grants.push((effect.clone(), action.clone(), resource));
+                }
+            }
+        }
+        grants.sort();
+        let bucket = "acs:oss:*:*:my-images-bucket";
+        assert_eq!(
+            grants,
+            [
+                (
+                    "Allow".into(),
+                    "oss:GetObject".into(),
+                    format!("{bucket}/uploads/*")
+                ),
+                (
+                    "Allow".into(),
+                    "oss:PutObject".into(),
+                    format!("{bucket}/results/*")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn function_role_is_trusted_by_function_compute_and_named_in_s_yaml() {
+        let trust = json("deploy/ram/function-role-trust.json");
+        let statement = &trust["Statement"][0];
+        assert_eq!(statement["Action"], "sts:AssumeRole");
+        assert_eq!(
+            strings(&statement["Principal"]["Service"]),
+            ["fc.aliyuncs.com"]
+        );
+        let doc = syaml::load("s.yaml");
+        let script = std::fs::read_to_string(repo().join("deploy/ram/create-function-role.sh"))
+            .expect("script");
+        let role = &doc.vars["functionRole"];
+        assert!(
+            script.contains(&format!("role=${{2:-{role}}}")),
+            "same default role name"
+        );
+        for file in ["function-role-trust.json", "function-role-policy.json"] {
+            assert!(script.contains(file), "{file} used by the script");
+        }
+        let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+        assert!(readme.contains("deploy/ram/create-function-role.sh"));
     }
 }
 
@@ -1049,8 +1484,10 @@ mod readme {
 
     /// Directories whose files the README names; `model/` is left out (its weights are made by
     /// the commands the README shows, not shipped).
-    const PREFIXES: [&str; 8] = [
+    const PREFIXES: [&str; 10] = [
         "src/",
+        "docs/",
+        "deploy/",
         "tests/",
         "tools/",
         "scripts/",
@@ -1066,6 +1503,7 @@ mod readme {
         let separators = |c: char| c.is_whitespace() || "`'\"()[]|,;=".contains(c);
         let mut paths: Vec<String> = text
             .split(separators)
+            .map(|w| w.split('#').next().unwrap_or(w))
             .map(|w| w.trim_end_matches(['.', ':', '…']))
             .filter(|w| PREFIXES.iter().any(|p| w.starts_with(p)))
             .filter(|w| !w.contains(['*', '<', '>', '{', '$', '…']))
@@ -1079,10 +1517,16 @@ mod readme {
     #[test]
     fn path_extraction_keeps_real_paths_and_skips_patterns() {
         let text = "run `bash .ci/run`, see (tests/fixtures/golden/chelsea.jpg). \
-                    Globs src/cli_*.rs and <file> and tools/x/{a,b} are skipped; cp src/a.rs:";
+                    Globs src/cli_*.rs and <file> and tools/x/{a,b} are skipped; cp src/a.rs: \
+                    [docs](docs/deploy.md#network).";
         assert_eq!(
             mentioned_paths(text),
-            [".ci/run", "src/a.rs", "tests/fixtures/golden/chelsea.jpg"]
+            [
+                ".ci/run",
+                "docs/deploy.md",
+                "src/a.rs",
+                "tests/fixtures/golden/chelsea.jpg"
+            ]
         );
     }
 

@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
 use resnet18_fc::preprocess::Limits;
-use resnet18_fc::server::{FileLoader, Server, ServerOptions};
+use resnet18_fc::server::{CorsPolicy, FileLoader, Server, ServerOptions};
 use serde_json::{Value, json};
 use server_support::*;
 
@@ -611,4 +611,105 @@ impl JsonBytes for reqwest::Response {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
     }
+}
+
+/// CORS: a server configured for one origin (the way `serve` reads `RESNET18_FC_CORS_ORIGINS`).
+fn cors_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let lookup = |name: &str| {
+            (name == resnet18_fc::config::CORS_ORIGINS_VAR)
+                .then(|| "https://app.example/, http://localhost:5173".to_string())
+        };
+        let policy = CorsPolicy::from_origins(resnet18_fc::config::cors_origins(&lookup));
+        assert!(policy.is_some(), "two origins configured");
+        start_in_process(server_with_model(options(), Limits::default()).with_cors(policy))
+    })
+}
+
+async fn preflight(addr: SocketAddr, origin: &str) -> reqwest::Response {
+    client()
+        .request(reqwest::Method::OPTIONS, url(addr, "/classify"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .expect("send preflight")
+}
+
+async fn classify_from(addr: SocketAddr, origin: &str) -> reqwest::Response {
+    client()
+        .post(url(addr, "/classify"))
+        .header("origin", origin)
+        .header("content-type", "image/png")
+        .body(png(20, 20))
+        .send()
+        .await
+        .expect("send")
+}
+
+fn cors_headers(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .keys()
+        .map(|k| k.as_str().to_string())
+        .filter(|k| k.starts_with("access-control-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn cors_configured_origin_gets_allow_origin_and_its_preflight_is_answered() {
+    let addr = cors_server();
+    let response = preflight(addr, "https://app.example").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let headers = response.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let methods = headers["access-control-allow-methods"].to_str().unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let allowed = headers["access-control-allow-headers"].to_str().unwrap();
+    assert!(allowed.eq_ignore_ascii_case("content-type"), "{allowed}");
+    assert_eq!(headers["vary"], "Origin");
+
+    let response = classify_from(addr, "http://localhost:5173").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    let body: Value = response.json_bytes().await;
+    assert_prediction_shape(&body, 3);
+}
+
+#[tokio::test]
+async fn cors_other_origin_gets_no_allow_header() {
+    let addr = cors_server();
+    let response = preflight(addr, "https://evil.example").await;
+    assert_eq!(cors_headers(&response), Vec::<String>::new());
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let response = classify_from(addr, "https://app.example.evil.example").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the call itself is served"
+    );
+    assert_eq!(cors_headers(&response), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn cors_unset_sends_no_cors_headers() {
+    let unset = |_: &str| None;
+    assert_eq!(
+        CorsPolicy::from_origins(resnet18_fc::config::cors_origins(&unset)),
+        None
+    );
+    let response = preflight(shared(), "https://app.example").await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(cors_headers(&response), Vec::<String>::new());
+    let response = classify_from(shared(), "https://app.example").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(cors_headers(&response), Vec::<String>::new());
 }

@@ -15,6 +15,7 @@
 //! own) or [`run`] (bind, serve, drain on stop).
 
 pub mod batch;
+pub mod cors;
 pub mod handlers;
 pub mod malloc;
 pub mod model;
@@ -27,10 +28,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 pub use batch::{BatchOptions, BatchStats, Batcher};
+pub use cors::CorsPolicy;
 pub use model::{FetchingLoader, FileLoader, LoadError, ModelLoader, ModelSlot, Readiness};
 pub use plugins::{BoxFuture, Classified, ClassifyHandle, EventHandler, ImageFetcher};
 pub use pool::{Admission, InferencePool, PoolError};
@@ -74,6 +77,7 @@ pub struct AppState {
     fetcher: Option<Arc<dyn ImageFetcher>>,
     events: Option<Arc<dyn EventHandler>>,
     max_body_bytes: usize,
+    cors: Option<Arc<CorsPolicy>>,
 }
 
 /// The function: model slot, pool, limits and optional plug-ins.
@@ -96,6 +100,7 @@ impl Server {
             fetcher: None,
             events: None,
             max_body_bytes: options.max_body_bytes.min(MAX_BODY_BYTES),
+            cors: None,
         };
         Self { state }
     }
@@ -109,6 +114,13 @@ impl Server {
     /// Handles `{"events": [...]}` invocations with `handler` (the OSS trigger).
     pub fn with_event_handler(mut self, handler: Arc<dyn EventHandler>) -> Self {
         self.state.events = Some(handler);
+        self
+    }
+
+    /// Answers cross-origin requests of the HTTP routes as `policy` says (default: CORS off,
+    /// no CORS headers).
+    pub fn with_cors(mut self, policy: Option<CorsPolicy>) -> Self {
+        self.state.cors = policy.map(Arc::new);
         self
     }
 
@@ -130,7 +142,7 @@ impl Server {
     pub fn routes(&self) -> FcRoutes {
         let state = Arc::new(self.state.clone());
         let limit = DefaultBodyLimit::max(self.state.max_body_bytes);
-        let http = Router::new()
+        let mut http = Router::new()
             .route("/", get(handlers::index))
             .route("/healthz", get(handlers::healthz))
             .route("/classify", post(handlers::classify))
@@ -138,6 +150,12 @@ impl Server {
             .method_not_allowed_fallback(handlers::method_not_allowed)
             .layer(limit)
             .with_state(Arc::clone(&state));
+        if let Some(policy) = &self.state.cors {
+            http = http.layer(middleware::from_fn_with_state(
+                Arc::clone(policy),
+                cors::apply,
+            ));
+        }
         let invoke = Router::new()
             .fallback(handlers::invoke)
             .layer(limit)
