@@ -609,6 +609,41 @@ mod tests {
     }
 
     #[test]
+    fn url_safe_base64_upper_case_data_urls_and_byte_order_marks_are_accepted() {
+        // Bytes fb ff fe encode as "+//+" in the standard alphabet and "-__-" URL-safe.
+        let bytes = [0xfb, 0xff, 0xfe];
+        assert_eq!(decode_inline_image("+//+").unwrap(), bytes);
+        assert_eq!(decode_inline_image("-__-").unwrap(), bytes);
+        assert_eq!(
+            decode_inline_image("DATA:IMAGE/JPEG;BASE64,aGVsbG8=").unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            decode_inline_image("  Data:image/png;Base64,-__-").unwrap(),
+            bytes
+        );
+        let with_bom = b"\xEF\xBB\xBF{\"image\": \"aGk=\", \"top_k\": 2}";
+        let request = parse_json_request(with_bom).unwrap();
+        assert_eq!(request.source, ImageSource::Inline("aGk=".into()));
+        assert_eq!(body_kind(None, with_bom), BodyKind::Json);
+        let event = Bytes::from_static(b"\xEF\xBB\xBF{\"events\": []}");
+        assert_eq!(
+            parse_invoke(event).unwrap(),
+            InvokeEvent::Events(Bytes::from_static(b"{\"events\": []}"))
+        );
+    }
+
+    #[test]
+    fn base64_errors_say_what_is_wrong_in_words() {
+        let message = |t: &str| decode_inline_image(t).unwrap_err().message;
+        let bad_symbol = message("aGV%bG8=");
+        assert!(bad_symbol.contains("'%' at character 3"), "{bad_symbol}");
+        assert!(!bad_symbol.contains("Invalid symbol"), "{bad_symbol}");
+        assert!(message("aGVsb").contains("5 base64 characters"));
+        assert!(message("aG=Vs").contains("misplaced `=`"));
+    }
+
+    #[test]
     fn bad_inline_images_are_rejected_with_codes() {
         let err = |t: &str| decode_inline_image(t).unwrap_err();
         assert_eq!(err("not base64!").code, "invalid_base64");

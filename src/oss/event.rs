@@ -577,4 +577,32 @@ mod tests {
             Err(EventError::Malformed(_))
         ));
     }
+
+    #[test]
+    fn result_names_fall_back_to_the_hashed_name_past_the_key_limit() {
+        assert_eq!(result_key("results/", "a/b.jpg"), "results/a/b.jpg.json");
+        // 1023 − "results/".len() − ".json".len() = 1010 bytes still fit; 1011 do not.
+        let fits = "k".repeat(1010);
+        assert_eq!(result_key("results/", &fits), format!("results/{fits}.json"));
+        let long = "k".repeat(1011);
+        let hashed = result_key("results/", &long);
+        assert_eq!(hashed, hashed_result_key("results/", &long));
+        // sha256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            hashed_result_key("out/", "abc"),
+            "out/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad.json"
+        );
+        // A key whose plain result name would have a `..` segment is hashed too.
+        assert!(result_key("results/", "a/../b").starts_with("results/"));
+        assert_ne!(result_key("results/", "a/../b"), "results/a/../b.json");
+    }
+
+    #[test]
+    fn the_result_prefix_guard_sees_percent_decoded_keys() {
+        assert!(under_result_prefix("results/a.jpg.json", "results/"));
+        assert!(under_result_prefix("results%2Fa.jpg.json", "results/"));
+        assert!(under_result_prefix("%72esults/a.jpg", "results/"));
+        assert!(!under_result_prefix("uploads/results%2Fa.jpg", "results/"));
+        assert!(!under_result_prefix("anything", ""));
+    }
 }
