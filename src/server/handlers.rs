@@ -107,9 +107,10 @@ pub async fn classify(
 /// `/invoke` (event invocation): the body is the event whatever its Content-Type. A classify
 /// JSON answers like `/classify`; `{"events": [...]}` goes to the event handler.
 ///
-/// A 4xx answer is the event's own fault (not JSON, malformed, not an image, too large): the
-/// same bytes would fail again, so it is marked [`PermanentFailure`] and FC does not retry it.
-/// 5xx answers (model not ready, OSS unavailable) stay retryable.
+/// A 4xx answer is the event's own fault (not JSON, malformed, not an image, too large, object
+/// missing): the same bytes would fail again, so it is marked [`PermanentFailure`] and FC does
+/// not retry it. 5xx answers (model not ready, OSS unavailable) and 403 (a permission the
+/// operator can grant, as for upload events) stay retryable.
 pub async fn invoke(
     State(state): State<Arc<AppState>>,
     Extension(context): Extension<FcContext>,
@@ -130,7 +131,8 @@ pub async fn invoke(
     }
     .await;
     let mut response = respond(result, &context);
-    if response.status().is_client_error() {
+    let status = response.status();
+    if status.is_client_error() && status != StatusCode::FORBIDDEN {
         response.extensions_mut().insert(PermanentFailure);
     }
     response
