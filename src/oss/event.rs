@@ -583,7 +583,10 @@ mod tests {
         assert_eq!(result_key("results/", "a/b.jpg"), "results/a/b.jpg.json");
         // 1023 − "results/".len() − ".json".len() = 1010 bytes still fit; 1011 do not.
         let fits = "k".repeat(1010);
-        assert_eq!(result_key("results/", &fits), format!("results/{fits}.json"));
+        assert_eq!(
+            result_key("results/", &fits),
+            format!("results/{fits}.json")
+        );
         let long = "k".repeat(1011);
         let hashed = result_key("results/", &long);
         assert_eq!(hashed, hashed_result_key("results/", &long));
