@@ -547,7 +547,10 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
     // data: URL, JSON with a UTF-8 byte order mark (with and without a Content-Type).
     let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&png);
     let standard = base64::engine::general_purpose::STANDARD.encode(&png);
-    assert!(url_safe.contains(['-', '_']), "the test image must use - or _");
+    assert!(
+        url_safe.contains(['-', '_']),
+        "the test image must use - or _"
+    );
     let bom_json = |image: &str| {
         let mut body = b"\xEF\xBB\xBF".to_vec();
         body.extend_from_slice(format!("{{\"image\": \"{image}\"}}").as_bytes());
@@ -575,7 +578,9 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
         let (got, _, json) = post(&server, content_type, body).await;
         eprintln!("{name:<36} {got}");
         if got != 200 || json["predictions"].as_array().map(Vec::len) != Some(3) {
-            failures.push(format!("{name}: expected 200 with predictions, got {got} {json}"));
+            failures.push(format!(
+                "{name}: expected 200 with predictions, got {got} {json}"
+            ));
         }
     }
     // Oversized bodies, declared and chunked (the server drains them, so reqwest gets its 413
@@ -630,7 +635,10 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
                 ("1 MB header", send("/classify", &huge_header, b"x")),
                 ("500 headers", send("/classify", &many_headers, b"x")),
                 ("70 KB URI", send(&long_uri, "", b"x")),
-                ("malformed header line", send("/classify", "no colon here\r\n", b"x")),
+                (
+                    "malformed header line",
+                    send("/classify", "no colon here\r\n", b"x"),
+                ),
             ]
         }
     })

@@ -236,8 +236,8 @@ async fn two_control_path_headers_are_refused_and_trigger_nothing() {
             .expect("send");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()["x-request-id"], "1-two-paths");
-        let body: Value = serde_json::from_slice(&response.bytes().await.expect("body"))
-            .expect("JSON");
+        let body: Value =
+            serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
         assert_eq!(body["error"]["code"], "duplicate_control_path", "{body}");
     }
     // Still serving: the stop was never requested.
