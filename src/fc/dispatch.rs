@@ -19,7 +19,7 @@
 //!
 //! Every answer carries the request id in [`X_REQUEST_ID`] (FC's own `x-fc-*` names are not
 //! for functions to set), and the `End` marker is printed even when the client goes away before
-//! the answer (the request's future is then dropped: [`Markers`]).
+//! the answer (the request's future is then dropped; see `Markers`).
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
