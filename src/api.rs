@@ -36,6 +36,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds a client should wait before retrying (sent as `Retry-After`).
     pub retry_after: Option<u32>,
+    /// What to do about it, when the message alone does not say (sent as `error.remedy`).
+    pub remedy: Option<String>,
 }
 
 impl ApiError {
@@ -46,6 +48,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            remedy: None,
         }
     }
 
@@ -58,6 +61,15 @@ impl ApiError {
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
+    }
+
+    /// 503 `model_not_ready` (retry in 5 s): the model could not be loaded; `remedy` says how
+    /// to provide it.
+    pub fn model_not_ready(message: impl Into<String>, remedy: Option<String>) -> Self {
+        let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_not_ready", message)
+            .with_retry_after(5);
+        error.remedy = remedy;
+        error
     }
 
     /// 413: the request body is larger than the configured limit.
@@ -95,6 +107,7 @@ impl ApiError {
             error: ErrorDetail {
                 code: self.code.to_string(),
                 message: self.message.clone(),
+                remedy: self.remedy.clone(),
             },
             request_id: request_id.to_string(),
         }
@@ -133,6 +146,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
+    /// What to do about it, for errors whose remedy is long (`model_not_ready`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
 }
 
 /// The 200 answer of `/classify` and of a classify `/invoke`.
@@ -234,14 +250,23 @@ pub enum BodyKind {
     Unsupported(String),
 }
 
-/// Classifies a Content-Type. Without one, a body starting with `{` is JSON, anything else raw.
+/// The UTF-8 byte order mark some editors and Windows tools put before JSON text.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `body` without a leading UTF-8 byte order mark (RFC 8259 §8.1 lets a parser ignore it).
+pub fn strip_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(UTF8_BOM).unwrap_or(body)
+}
+
+/// Classifies a Content-Type. Without one, a body starting with `{` (after an optional UTF-8
+/// byte order mark and white space) is JSON, anything else raw.
 pub fn body_kind(content_type: Option<&str>, body: &[u8]) -> BodyKind {
     let essence = content_type
         .and_then(|ct| ct.split(';').next())
         .map(|e| e.trim().to_ascii_lowercase())
         .filter(|e| !e.is_empty());
     let Some(essence) = essence else {
-        return match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        return match strip_bom(body).iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => BodyKind::Json,
             _ => BodyKind::Raw,
         };
@@ -319,6 +344,7 @@ struct Envelope {
 }
 
 fn parse_envelope(body: &[u8]) -> Result<Envelope, ApiError> {
+    let body = strip_bom(body);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::empty_body());
     }
@@ -364,11 +390,13 @@ pub fn parse_json_request(body: &[u8]) -> Result<ImageRequest, ApiError> {
 }
 
 /// Parses an `/invoke` body, whatever its Content-Type: an object with `events` is an event for
-/// the event handler, anything else must be a classify request.
+/// the event handler (passed on without a UTF-8 byte order mark), anything else must be a
+/// classify request.
 pub fn parse_invoke(body: Bytes) -> Result<InvokeEvent, ApiError> {
     let envelope = parse_envelope(&body)?;
     if envelope.events.is_some() {
-        return Ok(InvokeEvent::Events(body));
+        let bom = body.len() - strip_bom(&body).len();
+        return Ok(InvokeEvent::Events(body.slice(bom..)));
     }
     image_request(envelope).map(InvokeEvent::Classify)
 }
@@ -470,14 +498,15 @@ pub fn choose_lang(query: Option<Lang>, body: Option<Lang>) -> Lang {
     query.or(body).unwrap_or_default()
 }
 
-/// Decodes a JSON `image` field: plain base64 (padding optional, whitespace ignored) or a
-/// `data:[<image type>];base64,<data>` URL.
+/// Decodes a JSON `image` field: plain base64 (standard or URL-safe alphabet, padding optional,
+/// whitespace ignored) or a `data:[<image type>];base64,<data>` URL (`data:` in any case).
 pub fn decode_inline_image(text: &str) -> Result<Vec<u8>, ApiError> {
-    let payload = match text.trim_start().strip_prefix("data:") {
-        Some(rest) => data_url_payload(rest)?,
-        None => text,
+    let trimmed = text.trim_start();
+    let payload = match trimmed.get(..5) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("data:") => data_url_payload(&trimmed[5..])?,
+        _ => text,
     };
-    let compact: Vec<u8> = payload
+    let mut compact: Vec<u8> = payload
         .bytes()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
@@ -487,12 +516,48 @@ pub fn decode_inline_image(text: &str) -> Result<Vec<u8>, ApiError> {
             "the `image` field is empty",
         ));
     }
-    STANDARD_PAD_INDIFFERENT.decode(&compact).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_base64",
-            format!("the `image` field is not valid base64: {e}"),
-        )
-    })
+    // The URL-safe alphabet (RFC 4648 §5) differs only in these two symbols.
+    for b in &mut compact {
+        match *b {
+            b'-' => *b = b'+',
+            b'_' => *b = b'/',
+            _ => {}
+        }
+    }
+    STANDARD_PAD_INDIFFERENT
+        .decode(&compact)
+        .map_err(|e| invalid_base64(&e))
+}
+
+/// A 400 `invalid_base64` that says what is wrong in words (offsets count non-space characters).
+fn invalid_base64(e: &base64::DecodeError) -> ApiError {
+    use base64::DecodeError as E;
+    let shown = |byte: u8| match byte {
+        0x21..=0x7e => format!("{:?}", char::from(byte)),
+        _ => format!("byte 0x{byte:02x}"),
+    };
+    let detail = match *e {
+        E::InvalidByte(offset, b'=') => format!("misplaced `=` padding at character {offset}"),
+        E::InvalidByte(offset, byte) => format!(
+            "{} at character {offset} is not a base64 character (A-Z, a-z, 0-9, + and /, or \
+             - and _)",
+            shown(byte)
+        ),
+        E::InvalidLength(length) => format!(
+            "{length} base64 characters cannot be a whole number of bytes (a character is \
+             missing or extra)"
+        ),
+        E::InvalidLastSymbol { offset, symbol, .. } => format!(
+            "the last character {} (at {offset}) has bits set that encode nothing; the text \
+             is probably cut off",
+            shown(symbol)
+        ),
+        E::InvalidPadding => "the `=` padding is wrong".to_string(),
+    };
+    ApiError::bad_request(
+        "invalid_base64",
+        format!("the `image` field is not valid base64: {detail}"),
+    )
 }
 
 /// The data part of a data URL (after `data:`), checking it is base64 and of an image type.
@@ -694,6 +759,41 @@ mod tests {
             decode_inline_image("data:;base64,aGVsbG8=").unwrap(),
             b"hello"
         );
+    }
+
+    #[test]
+    fn url_safe_base64_upper_case_data_urls_and_byte_order_marks_are_accepted() {
+        // Bytes fb ff fe encode as "+//+" in the standard alphabet and "-__-" URL-safe.
+        let bytes = [0xfb, 0xff, 0xfe];
+        assert_eq!(decode_inline_image("+//+").unwrap(), bytes);
+        assert_eq!(decode_inline_image("-__-").unwrap(), bytes);
+        assert_eq!(
+            decode_inline_image("DATA:IMAGE/JPEG;BASE64,aGVsbG8=").unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            decode_inline_image("  Data:image/png;Base64,-__-").unwrap(),
+            bytes
+        );
+        let with_bom = b"\xEF\xBB\xBF{\"image\": \"aGk=\", \"top_k\": 2}";
+        let request = parse_json_request(with_bom).unwrap();
+        assert_eq!(request.source, ImageSource::Inline("aGk=".into()));
+        assert_eq!(body_kind(None, with_bom), BodyKind::Json);
+        let event = Bytes::from_static(b"\xEF\xBB\xBF{\"events\": []}");
+        assert_eq!(
+            parse_invoke(event).unwrap(),
+            InvokeEvent::Events(Bytes::from_static(b"{\"events\": []}"))
+        );
+    }
+
+    #[test]
+    fn base64_errors_say_what_is_wrong_in_words() {
+        let message = |t: &str| decode_inline_image(t).unwrap_err().message;
+        let bad_symbol = message("aGV%bG8=");
+        assert!(bad_symbol.contains("'%' at character 3"), "{bad_symbol}");
+        assert!(!bad_symbol.contains("Invalid symbol"), "{bad_symbol}");
+        assert!(message("aGVsb").contains("5 base64 characters"));
+        assert!(message("aG=Vs").contains("misplaced `=`"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use resnet18_fc::config::{self, MAX_BODY_BYTES};
-use resnet18_fc::fc::Lifecycle;
+use resnet18_fc::fc::{DEFAULT_DRAIN_BUDGET, Lifecycle};
 use resnet18_fc::oss::plugins::OssPlugin;
 use resnet18_fc::preprocess::Limits;
 use resnet18_fc::server::batch::{BATCH_MAX_LIMIT, DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS};
@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// own (lower peak RSS); malloc options in GLIBC_TUNABLES also turn this off.
     #[arg(long, env = "RESNET18_FC_NO_MALLOC_TUNING")]
     no_malloc_tuning: bool,
+    /// Seconds a stop (SIGTERM, `GET /pre-stop`) waits for in-flight requests; then the
+    /// connections still open are closed and `/pre-stop` answers `"drained": false`. Keep it
+    /// below the PreStop hook's timeout (30 s in s.yaml): `/pre-stop` answers 1 s before it.
+    #[arg(long, env = "RESNET18_FC_DRAIN_SECONDS",
+          default_value_t = DEFAULT_DRAIN_BUDGET.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=90))]
+    drain_seconds: u64,
 }
 
 /// Runs the server until SIGTERM / SIGINT / `GET /pre-stop`; exit status 0 after a clean drain.
@@ -141,6 +148,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_body_bytes = args.max_body_bytes,
         max_pixels = args.max_pixels,
         exact_jpeg = args.exact_jpeg,
+        drain_seconds = args.drain_seconds,
         malloc = ?malloc,
         cors = ?cors,
         model = %loader.describe(),
@@ -162,7 +170,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .with_fetcher(oss.clone())
             .with_event_handler(oss)
             .with_cors(cors);
-        server::run(listener, server, Lifecycle::new()).await?;
+        let lifecycle = Lifecycle::with_drain_budget(Duration::from_secs(args.drain_seconds));
+        server::run(listener, server, lifecycle).await?;
         Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -16,6 +16,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use image::ImageFormat;
 use serde_json::Value;
 use server_support::{Spawned, client, raw_exchange};
@@ -265,19 +266,28 @@ fn peak_kb(pid: u32) -> u64 {
         .expect("VmHWM line")
 }
 
-/// Posts `body` to `/classify`; returns status and error code (None on 200 or non-JSON).
+/// Posts `body` to `/classify` (no Content-Type header when `content_type` is empty); returns
+/// status and error code (None on 200 or non-JSON). Every answer must carry its request id in
+/// `x-request-id`, the same as in the JSON body.
 async fn post(server: &Spawned, content_type: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
-    let response = client()
-        .post(server.url("/classify"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+    let mut request = client().post(server.url("/classify")).body(body);
+    if !content_type.is_empty() {
+        request = request.header("content-type", content_type);
+    }
+    let response = request.send().await.expect("request");
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let status = response.status().as_u16();
     let bytes = response.bytes().await.expect("body");
     let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let code = json["error"]["code"].as_str().map(str::to_string);
+    assert!(
+        request_id.is_some() && json["request_id"].as_str() == request_id.as_deref(),
+        "x-request-id {request_id:?} does not match the body {json}"
+    );
     (status, code, json)
 }
 
@@ -384,6 +394,15 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
         "}".repeat(50_000)
     );
     let zeros_b64 = format!("{{\"image\":\"{}\"}}", "A".repeat(3_000_000));
+    let multipart = server_support::multipart_content_type();
+    let png = images::encode(64, 64, ImageFormat::Png);
+    let part = |data| server_support::Part {
+        name: "image",
+        filename: Some("a.png"),
+        content_type: Some("image/png"),
+        data,
+    };
+    let two_images = server_support::multipart_body(&[part(&png[..]), part(&png[..])]);
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         (
             "json nested 100000 deep",
@@ -488,6 +507,20 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
             "missing_image",
         ),
         (
+            "multipart with two image parts",
+            multipart.as_str(),
+            two_images.clone(),
+            400,
+            "ambiguous_image",
+        ),
+        (
+            "url-safe base64 with a stray %",
+            json,
+            br#"{"image":"aGV%bG8-_w"}"#.to_vec(),
+            400,
+            "invalid_base64",
+        ),
+        (
             "unknown content type",
             "application/x-www-form-urlencoded",
             b"image=1".to_vec(),
@@ -502,6 +535,51 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
         if got != status || got_code.as_deref() != Some(code) {
             failures.push(format!(
                 "{name}: expected {status} {code}, got {got} {json}"
+            ));
+        }
+        // Messages say what is wrong in words, not the decoder's internals.
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        if message.contains("Invalid symbol") || message.contains("offset") {
+            failures.push(format!("{name}: unclear message {message:?}"));
+        }
+    }
+    // Spellings of a valid image that clients and tools produce: URL-safe base64, an upper-case
+    // data: URL, JSON with a UTF-8 byte order mark (with and without a Content-Type).
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&png);
+    let standard = base64::engine::general_purpose::STANDARD.encode(&png);
+    assert!(
+        url_safe.contains(['-', '_']),
+        "the test image must use - or _"
+    );
+    let bom_json = |image: &str| {
+        let mut body = b"\xEF\xBB\xBF".to_vec();
+        body.extend_from_slice(format!("{{\"image\": \"{image}\"}}").as_bytes());
+        body
+    };
+    let accepted: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "url-safe base64",
+            json,
+            format!("{{\"image\":\"{url_safe}\"}}").into_bytes(),
+        ),
+        (
+            "DATA:IMAGE/PNG;BASE64, prefix",
+            json,
+            format!("{{\"image\":\"DATA:IMAGE/PNG;BASE64,{standard}\"}}").into_bytes(),
+        ),
+        ("json with a byte order mark", json, bom_json(&standard)),
+        (
+            "json with a byte order mark, no content type",
+            "",
+            bom_json(&url_safe),
+        ),
+    ];
+    for (name, content_type, body) in accepted {
+        let (got, _, json) = post(&server, content_type, body).await;
+        eprintln!("{name:<36} {got}");
+        if got != 200 || json["predictions"].as_array().map(Vec::len) != Some(3) {
+            failures.push(format!(
+                "{name}: expected 200 with predictions, got {got} {json}"
             ));
         }
     }
@@ -535,13 +613,13 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
         move || {
             let huge_header = format!("X-Big: {}\r\n", "a".repeat(1024 * 1024));
             let many_headers: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
-            let send = |extra: &str, body: &[u8]| {
+            let send = |path: &str, extra: &str, body: &[u8]| {
                 let mut stream = TcpStream::connect(addr).expect("connect");
                 stream
                     .set_read_timeout(Some(Duration::from_secs(60)))
                     .expect("timeout");
                 let mut request = format!(
-                    "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n{extra}\r\n",
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n{extra}\r\n",
                     body.len()
                 )
                 .into_bytes();
@@ -549,23 +627,39 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
                 // The server may close while we are still writing: only the answer matters.
                 let _ = stream.write_all(&request);
                 raw_exchange(&mut stream, b"")
-                    .map(|r| r.status)
-                    .unwrap_or(0)
+                    .map(|r| (r.status, r.header("x-request-id").map(str::to_string)))
+                    .unwrap_or((0, None))
             };
+            let long_uri = format!("/classify?{}", "q".repeat(70_000));
             vec![
-                ("1 MB header", send(&huge_header, b"x")),
-                ("500 headers", send(&many_headers, b"x")),
+                ("1 MB header", send("/classify", &huge_header, b"x")),
+                ("500 headers", send("/classify", &many_headers, b"x")),
+                ("70 KB URI", send(&long_uri, "", b"x")),
+                (
+                    "malformed header line",
+                    send("/classify", "no colon here\r\n", b"x"),
+                ),
             ]
         }
     })
     .await
     .expect("header cases");
-    for (name, status) in header_cases {
-        eprintln!("{name:<36} {status}");
+    for (name, (status, request_id)) in header_cases {
+        eprintln!("{name:<36} {status} {request_id:?}");
         if !(400..500).contains(&status) {
             failures.push(format!(
                 "{name}: expected a 4xx from the HTTP layer, got {status}"
             ));
+        }
+        // hyper's own answer carries a request id too, and the log names it.
+        match request_id {
+            Some(id) if id.starts_with("local-") => {
+                let logged = server.wait_for_output(|o| o.contains(&id), 10);
+                if !logged {
+                    failures.push(format!("{name}: request id {id} not in the log"));
+                }
+            }
+            other => failures.push(format!("{name}: x-request-id {other:?}")),
         }
     }
     let bad_chunk = raw_post(&server, "Content-Type: image/png\r\n", b"");

@@ -4,17 +4,28 @@
 //! A region like `x@127.0.0.1:<port>/` would turn `https://bucket.oss-<region>-internal.…`
 //! into a URL whose host is 127.0.0.1 — and the signed request, STS token included, would go
 //! there. Such regions must be refused before any connection.
+//!
+//! Upload events no record of which may vanish: keys whose `results/<key>.json` would pass OSS's
+//! 1023-byte limit get the hashed result name, keys this client cannot fetch get an error
+//! object, malformed event bodies are answered as final (not retried), and a `%`-encoded key
+//! under the result prefix is skipped like the plain one — against the local OSS-compatible
+//! server.
 
+#[path = "support/oss_server.rs"]
+mod oss_server;
 mod server_support;
 
-use std::net::TcpListener;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, OnceLock};
 
+use oss_server::{OssTestServer, ServerKeys};
 use resnet18_fc::oss::plugins::OssPlugin;
 use resnet18_fc::oss::{Access, OssConfig, OssService};
 use resnet18_fc::preprocess::Limits;
 use serde_json::{Value, json};
-use server_support::{client, options, server_with_model, start_in_process};
+use server_support::{client, options, png, server_with_model, start_in_process};
+use sha2::{Digest, Sha256};
 
 /// Regions an attacker might send, each of which would move the host off `*.aliyuncs.com` or
 /// inject URL syntax if pasted into the endpoint name.
@@ -195,6 +206,186 @@ async fn a_bucket_that_cannot_be_a_host_label_is_a_400_and_an_invalid_record() {
         .expect("invoke");
     let body: Value = response.json_or_null().await;
     assert_eq!(body["records"][0]["status"], "invalid", "{body}");
+}
+
+const TEMPLATE: &str = include_str!("data/oss_event_template.json");
+
+fn oss_keys() -> ServerKeys {
+    ServerKeys {
+        id: "STS.NHostileKey".into(),
+        secret: "hostile-secret".into(),
+        token: Some("CAIS-hostile-token".into()),
+    }
+}
+
+/// The local OSS server (bucket `testbucket`) and a function server whose OSS plug-in talks to
+/// it; one pair per test binary.
+fn oss_world() -> &'static (&'static OssTestServer, SocketAddr) {
+    static WORLD: OnceLock<(&'static OssTestServer, SocketAddr)> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let oss = OssTestServer::start_for_binary(oss_keys());
+        oss.create_bucket("testbucket", "cn-shanghai");
+        let vars: HashMap<&str, String> = HashMap::from([
+            ("OSS_ENDPOINT", oss.endpoint()),
+            ("OSS_ALLOWED_HOSTS", oss.host_port()),
+            ("OSS_RETRY_BASE_MS", "1".into()),
+        ]);
+        let config = OssConfig::from_lookup(|k| vars.get(k).cloned()).expect("config");
+        let plugin = Arc::new(OssPlugin::new(OssService::new(config).expect("service")));
+        let server = server_with_model(options(), Limits::default())
+            .with_fetcher(plugin.clone())
+            .with_event_handler(plugin);
+        (oss, start_in_process(server))
+    })
+}
+
+/// `/invoke` as FC sends an OSS event; returns status, `x-fc-status` and the JSON body.
+async fn invoke_event(body: Vec<u8>) -> (u16, String, Value) {
+    let k = oss_keys();
+    let response = client()
+        .post(format!("http://{}/invoke", oss_world().1))
+        .header("x-fc-control-path", "/invoke")
+        .header("x-fc-request-id", "1-hostile-event")
+        .header("x-fc-access-key-id", k.id)
+        .header("x-fc-access-key-secret", k.secret)
+        .header("x-fc-security-token", k.token.unwrap_or_default())
+        .header("x-fc-region", "cn-shanghai")
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .expect("invoke");
+    let status = response.status().as_u16();
+    let fc_status = response
+        .headers()
+        .get("x-fc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, fc_status, response.json_or_null().await)
+}
+
+fn event_for(key: &str) -> Vec<u8> {
+    let mut event: Value = serde_json::from_str(TEMPLATE).expect("fixture");
+    event["events"][0]["oss"]["object"]["key"] = key.into();
+    event.to_string().into_bytes()
+}
+
+/// `results/<sha256 of key, hex>.json`, computed here from the rule, not by the code under test.
+fn hashed_name(key: &str) -> String {
+    format!(
+        "results/{}.json",
+        hex::encode(Sha256::digest(key.as_bytes()))
+    )
+}
+
+fn stored_json(bucket: &str, key: &str) -> Value {
+    let stored = oss_world()
+        .0
+        .object(bucket, key)
+        .unwrap_or_else(|| panic!("no object {bucket}/{key}"));
+    serde_json::from_slice(&stored.body).expect("JSON result object")
+}
+
+/// The function still classifies after the hostile cases.
+async fn assert_still_classifies() {
+    let response = client()
+        .post(format!("http://{}/classify", oss_world().1))
+        .header("content-type", "image/png")
+        .body(png(24, 24))
+        .send()
+        .await
+        .expect("classify");
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_too_long_for_results_key_json_get_the_hashed_result_name() {
+    let (oss, _) = oss_world();
+    // 1015 and 1023 bytes: valid OSS keys whose `results/<key>.json` has 1028 and 1036 bytes.
+    for length in [1015, 1023] {
+        let key = format!("up/{}.png", "k".repeat(length - 7));
+        assert_eq!(key.len(), length);
+        oss.put("testbucket", &key, png(40, 30));
+        let (status, fc_status, body) = invoke_event(event_for(&key)).await;
+        assert_eq!((status, fc_status.as_str()), (200, "200"), "{body}");
+        let record = &body["records"][0];
+        assert_eq!(record["status"], "classified", "{body}");
+        let name = hashed_name(&key);
+        assert_eq!(record["result"], format!("testbucket/{name}"), "{body}");
+        let result = stored_json("testbucket", &name);
+        assert_eq!(result["status"], "ok", "{result}");
+        assert_eq!(result["source"]["key"], key.as_str());
+        assert_eq!(result["predictions"].as_array().map(Vec::len), Some(5));
+    }
+    assert_still_classifies().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_this_client_cannot_fetch_gets_an_error_object_not_silence() {
+    // OSS accepts `..` segments in keys; HTTP clients would collapse them, so it is not fetched.
+    let key = "up/../dots.png";
+    let (status, fc_status, body) = invoke_event(event_for(key)).await;
+    assert_eq!((status, fc_status.as_str()), (200, "200"), "{body}");
+    assert_eq!(body["records"][0]["status"], "rejected", "{body}");
+    assert_eq!(body["records"][0]["code"], "invalid_url", "{body}");
+    let result = stored_json("testbucket", &hashed_name(key));
+    assert_eq!(result["status"], "error", "{result}");
+    assert_eq!(result["error"]["code"], "invalid_url", "{result}");
+    assert_eq!(result["source"]["key"], key);
+    assert_still_classifies().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_event_bodies_are_final_answers_not_retried_failures() {
+    let bodies: [&[u8]; 3] = [
+        br#"{"events":[1,2]}"#,
+        br#"{"events":{"oss":1}}"#,
+        br#"{"events":[{"eventName":"ObjectCreated:PutObject","oss":{"bucket":{}}}]}"#,
+    ];
+    for body in bodies {
+        let (status, fc_status, answer) = invoke_event(body.to_vec()).await;
+        // FC retries x-fc-status 404; the same bytes would fail again, so: 200 with the error.
+        assert_eq!((status, fc_status.as_str()), (200, "200"), "{answer}");
+        assert_eq!(answer["error"]["code"], "invalid_event", "{answer}");
+        assert_eq!(answer["request_id"], "1-hostile-event");
+    }
+    assert_still_classifies().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_with_a_byte_order_mark_is_processed() {
+    let (oss, _) = oss_world();
+    oss.put("testbucket", "bom/a.png", png(32, 32));
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(&event_for("bom/a.png"));
+    let (status, fc_status, answer) = invoke_event(body).await;
+    assert_eq!((status, fc_status.as_str()), (200, "200"), "{answer}");
+    assert_eq!(answer["records"][0]["status"], "classified", "{answer}");
+    assert!(oss.object("testbucket", "results/bom/a.png.json").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percent_encoded_key_under_the_result_prefix_is_skipped_without_a_request() {
+    let (oss, _) = oss_world();
+    // A result object exists: a decoded retry of `results%2F…` would find and classify it, and
+    // write `results/results/…`.
+    oss.put("testbucket", "results/loop.png", png(16, 16));
+    let loop_requests = || {
+        let seen = oss.requests();
+        seen.iter().filter(|r| r.path.contains("loop")).count()
+    };
+    for key in ["results%2Floop.png", "%72esults/loop.png"] {
+        let (status, fc_status, body) = invoke_event(event_for(key)).await;
+        assert_eq!((status, fc_status.as_str()), (200, "200"), "{body}");
+        assert_eq!(body["records"][0]["status"], "skipped", "{body}");
+        assert_eq!(body["records"][0]["code"], "under_result_prefix", "{body}");
+        assert_eq!(loop_requests(), 0, "{key}: OSS was contacted");
+    }
+    assert!(
+        oss.object("testbucket", "results/results/loop.png.json")
+            .is_none()
+    );
 }
 
 trait JsonOrNull {

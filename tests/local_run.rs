@@ -177,14 +177,16 @@ async fn a_refused_download_answers_503_with_the_next_steps() {
     let (status, health) = get_json(&server.url("/healthz")).await;
     assert_eq!(status, 503, "{health}");
     let message = health["error"].as_str().expect("error message").to_owned();
+    let remedy = health["remedy"].as_str().expect("remedy").to_owned();
     let model_text = model.display().to_string();
     let dir_text = model.parent().expect("dir").display().to_string();
     assert_mentions(
         &message,
+        &[&model_text, "could not be downloaded", "Connection refused"],
+    );
+    assert_mentions(
+        &remedy,
         &[
-            &model_text,
-            "could not be downloaded",
-            "Connection refused",
             &format!("resnet18-fc fetch-model --model-dir {dir_text}"),
             "resnet18-fc convert",
             "--model <file>",
@@ -196,7 +198,9 @@ async fn a_refused_download_answers_503_with_the_next_steps() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "model_not_ready");
     let classify_message = body["error"]["message"].as_str().expect("message");
-    assert_mentions(classify_message, &[&model_text, "fetch-model"]);
+    assert_mentions(classify_message, &[&model_text]);
+    let classify_remedy = body["error"]["remedy"].as_str().expect("remedy");
+    assert_mentions(classify_remedy, &["fetch-model"]);
     assert!(!model.exists(), "nothing installed");
     assert!(
         !model.parent().expect("dir").exists(),
@@ -219,9 +223,10 @@ async fn a_checkpoint_with_the_wrong_sha256_is_refused_and_not_installed() {
             "sha256 mismatch",
             &sha256_hex(&body),
             "nothing was installed",
-            "fetch-model",
         ],
     );
+    let remedy = health["remedy"].as_str().expect("remedy");
+    assert_mentions(remedy, &["fetch-model"]);
     assert!(!model.exists());
 }
 
@@ -236,9 +241,12 @@ async fn offline_never_connects_and_names_the_file_and_the_ways_to_get_it() {
     let message = body_json["error"]["message"].as_str().expect("message");
     assert_mentions(
         message,
+        &[&model.display().to_string(), "downloads are disabled"],
+    );
+    let remedy = body_json["error"]["remedy"].as_str().expect("remedy");
+    assert_mentions(
+        remedy,
         &[
-            &model.display().to_string(),
-            "downloads are disabled",
             "resnet18-fc fetch-model",
             "--model <file>",
             "start without --offline",

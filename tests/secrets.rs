@@ -234,7 +234,8 @@ fn steps() -> Vec<Step> {
             Some("application/octet-stream"),
             b"\x00garbage".to_vec(),
             Headers,
-            404,
+            // Not JSON: final, so x-fc-status 200 with the error body (FC must not retry).
+            200,
         ),
         step(
             "event, env creds",

@@ -110,7 +110,8 @@ fn assert_prediction_shape(body: &Value, k: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Asserts the error contract `{"error": {"code", "message"}, "request_id"}`.
+/// Asserts the error contract `{"error": {"code", "message"[, "remedy"]}, "request_id"}`
+/// (`remedy` only on `model_not_ready`).
 fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status.as_u16(), want_status, "{body}");
     let keys: BTreeSet<&str> = body
@@ -127,7 +128,9 @@ fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &
             .expect("message")
             .is_empty()
     );
-    assert_eq!(body["error"].as_object().expect("error").len(), 2);
+    let fields = body["error"].as_object().expect("error").len();
+    let with_remedy = want_code == "model_not_ready" && body["error"]["remedy"].is_string();
+    assert_eq!(fields, if with_remedy { 3 } else { 2 }, "{body}");
 }
 
 #[tokio::test]
@@ -586,6 +589,8 @@ async fn a_missing_model_is_503_until_initialize_loads_it() {
             .contains("does not exist"),
         "{body}"
     );
+    let remedy = body["error"]["remedy"].as_str().unwrap_or_default();
+    assert!(remedy.contains("--model"), "{body}");
     let health = client().get(url(addr, "/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
     let health: Value = health.json_bytes().await;

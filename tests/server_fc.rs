@@ -1,6 +1,8 @@
-//! The real binary as FC runs it: log markers on stdout with the request id, the request id on
-//! every log line of a request, and no credential (from headers or environment) anywhere in
-//! the captured stdout/stderr or in any response.
+//! The real binary as FC runs it: log markers on stdout with the request id (the `End` marker
+//! even when the client leaves first), the request id on every log line of a request and in the
+//! `x-request-id` header of every answer, no credential (from headers or environment) anywhere
+//! in the captured stdout/stderr or in any response, and a concise `model_not_ready` whose
+//! remedy is logged once.
 
 mod server_support;
 
@@ -19,6 +21,9 @@ const HDR_TOKEN: &str = "CAISHdrTokenQw6Ve1Cx";
 const SECRETS: [&str; 6] = [
     ENV_KEY_ID, ENV_SECRET, ENV_TOKEN, HDR_KEY_ID, HDR_SECRET, HDR_TOKEN,
 ];
+
+/// Request id of the `GET /` sent after the table.
+const PAGE_ID: &str = "1-aaaa0005-page";
 
 struct Sent {
     request_id: &'static str,
@@ -67,7 +72,8 @@ async fn markers_request_ids_and_no_secrets_in_logs_or_responses() {
             path: "/invoke",
             content_type: "application/octet-stream",
             body: b"{broken".to_vec(),
-            want_status: 404,
+            // Final (the same bytes fail again): 200 + x-fc-status 200, error in the body.
+            want_status: 200,
         },
         Sent {
             request_id: "1-aaaa0004-init",
@@ -93,6 +99,7 @@ async fn markers_request_ids_and_no_secrets_in_logs_or_responses() {
             .await
             .expect("send");
         assert_eq!(response.status().as_u16(), sent.want_status);
+        assert_eq!(response.headers()["x-request-id"], sent.request_id);
         let headers = format!("{:?}", response.headers());
         let body = response.text().await.expect("body");
         assert!(body.contains(sent.request_id), "{body}");
@@ -100,6 +107,20 @@ async fn markers_request_ids_and_no_secrets_in_logs_or_responses() {
             assert!(!body.contains(secret) && !headers.contains(secret));
         }
     }
+    // The web page carries its request id too.
+    let page = http
+        .get(server.url("/"))
+        .header("x-fc-request-id", PAGE_ID)
+        .header("x-fc-control-path", "/http-invoke")
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(page.headers()["x-request-id"], PAGE_ID);
+    assert!(server.wait_for_output(
+        |o| o.contains(&format!("FC Invoke End RequestId: {PAGE_ID}")),
+        30
+    ));
     let last_end = "FC Initialize End RequestId: 1-aaaa0004-init";
     assert!(server.wait_for_output(|o| o.contains(last_end), 30));
     let output = server.output();
@@ -133,7 +154,10 @@ async fn markers_request_ids_and_no_secrets_in_logs_or_responses() {
     let mut checked = 0;
     for line in after_ready.lines().filter(|l| !l.is_empty()) {
         let owner = requests.iter().find(|s| line.contains(s.request_id));
-        assert!(owner.is_some(), "log line without a request id: {line:?}");
+        assert!(
+            owner.is_some() || line.contains(PAGE_ID),
+            "log line without a request id: {line:?}"
+        );
         checked += 1;
     }
     // 4 requests × (2 markers + at least the "answered" line).
@@ -146,20 +170,26 @@ async fn offline_without_weights_the_server_stays_up_and_answers_503() {
     let missing = dir.path().join("resnet18.safetensors");
     let server = Spawned::start_with_model(&missing, &["--offline"], &[]);
     assert!(server.wait_for_output(|o| o.contains("model not loaded"), 60));
-    let response = client()
-        .post(server.url("/classify"))
-        .header("content-type", "image/png")
-        .body(png(16, 16))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status().as_u16(), 503);
-    assert_eq!(response.headers()["retry-after"], "5");
-    let body: serde_json::Value =
-        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-    assert_eq!(body["error"]["code"], "model_not_ready");
-    let message = body["error"]["message"].as_str().expect("message");
-    assert!(message.contains("fetch-model"), "{message}");
+    for _ in 0..3 {
+        let response = client()
+            .post(server.url("/classify"))
+            .header("content-type", "image/png")
+            .body(png(16, 16))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
+        assert_eq!(body["error"]["code"], "model_not_ready");
+        // One concise sentence; the ways out are a field of their own.
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("resnet18.safetensors"), "{message}");
+        assert!(!message.contains("fetch-model"), "{message}");
+        let remedy = body["error"]["remedy"].as_str().expect("remedy");
+        assert!(remedy.contains("fetch-model"), "{remedy}");
+    }
     let health = client()
         .get(server.url("/healthz"))
         .send()
@@ -167,6 +197,49 @@ async fn offline_without_weights_the_server_stays_up_and_answers_503() {
         .expect("healthz");
     assert_eq!(health.status().as_u16(), 503);
     assert!(!missing.exists(), "offline mode must not create the model");
+    // The log has the remedy once (with the start-up failure), not once per refused request.
+    assert!(server.wait_for_output(|o| o.matches("FC Invoke End").count() == 4, 10));
+    let output = server.output();
+    assert_eq!(output.matches("synthetic_weights").count(), 1, "{output}");
+    assert_eq!(
+        output.matches("code=\"model_not_ready\"").count(),
+        3,
+        "{output}"
+    );
+}
+
+/// A client that sends half a body and leaves: its request future is dropped, and the `End`
+/// marker must still follow its `Start` (FC's console pairs them).
+#[test]
+fn a_client_that_leaves_mid_body_still_gets_its_end_marker() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server =
+        Spawned::start_with_model(&dir.path().join("none.safetensors"), &["--offline"], &[]);
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    stream
+        .write_all(
+            b"POST /classify HTTP/1.1\r\nHost: x\r\nx-fc-request-id: 1-gone-1\r\n\
+              Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n0123456789",
+        )
+        .expect("write");
+    assert!(
+        server.wait_for_output(|o| o.contains("FC Invoke Start RequestId: 1-gone-1"), 30),
+        "{}",
+        server.output()
+    );
+    drop(stream);
+    assert!(
+        server.wait_for_output(|o| o.contains("FC Invoke End RequestId: 1-gone-1"), 30),
+        "no End marker after the client left:\n{}",
+        server.output()
+    );
+    // Still serving.
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    let health =
+        raw_exchange(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("healthz");
+    assert_eq!(health.status, 503, "{health:?}");
+    assert!(health.header("x-request-id").is_some(), "{health:?}");
 }
 
 #[tokio::test]

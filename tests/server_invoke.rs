@@ -1,7 +1,9 @@
 //! Event invocations (`/invoke`) and the plug-in seams, over loopback against an in-process
-//! server: a classify JSON sent as octet-stream answers like `/classify`; failures carry
-//! `x-fc-status: 404`; `{"events": [...]}` reaches an `EventHandler`; `{"url": ...}` reaches
-//! an `ImageFetcher`; control-path dispatch keeps HTTP-trigger clients away from the hooks.
+//! server: a classify JSON sent as octet-stream answers like `/classify`; failures a retry may
+//! fix carry `x-fc-status: 404`, failures of the event itself `x-fc-status: 200` with the error
+//! body (FC does not retry them); `{"events": [...]}` reaches an `EventHandler`;
+//! `{"url": ...}` reaches an `ImageFetcher`; control-path dispatch keeps HTTP-trigger clients
+//! away from the hooks, and a request with two control paths is refused.
 
 mod server_support;
 
@@ -44,7 +46,8 @@ impl EventHandler for CountingEvents {
     }
 }
 
-/// Serves `test://ok` with a PNG and fails everything else with 404 `object_not_found`.
+/// Serves `test://ok` with a PNG, fails `test://down` with 503 `upstream_down` and everything
+/// else with 404 `object_not_found`.
 struct FakeFetcher;
 
 impl ImageFetcher for FakeFetcher {
@@ -56,6 +59,11 @@ impl ImageFetcher for FakeFetcher {
         Box::pin(async move {
             match url {
                 "test://ok" => Ok(Bytes::from(png(50, 40))),
+                "test://down" => Err(ApiError::new(
+                    HttpStatus::SERVICE_UNAVAILABLE,
+                    "upstream_down",
+                    "try later",
+                )),
                 _ => Err(ApiError::new(
                     HttpStatus::NOT_FOUND,
                     "object_not_found",
@@ -215,7 +223,7 @@ async fn local_post_invoke_without_header_is_an_event_too() {
 }
 
 #[tokio::test]
-async fn failing_invocations_are_404_with_x_fc_status_404_and_the_real_code() {
+async fn invocations_the_event_itself_fails_answer_x_fc_status_200_with_their_error() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"not json".to_vec(), "invalid_json"),
         (br#"{"image": "%%%"}"#.to_vec(), "invalid_base64"),
@@ -234,11 +242,56 @@ async fn failing_invocations_are_404_with_x_fc_status_404_and_the_real_code() {
     ];
     for (body, code) in cases {
         let answer = send(plain(), "/", &INVOKE, "application/octet-stream", body).await;
-        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
-        assert_eq!(answer.fc_status.as_deref(), Some("404"));
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.fc_status.as_deref(), Some("200"), "{}", answer.body);
         assert_eq!(answer.body["error"]["code"], code, "{}", answer.body);
         assert_eq!(answer.body["request_id"], "1-invoke-test");
     }
+    // Through a plug-in: a missing object is final too.
+    let body = br#"{"url": "test://missing"}"#.to_vec();
+    let answer = send(plugged(), "/invoke", &INVOKE, "text/plain", body).await;
+    assert_eq!(answer.fc_status.as_deref(), Some("200"), "{}", answer.body);
+    assert_eq!(answer.body["error"]["code"], "object_not_found");
+}
+
+#[tokio::test]
+async fn invocations_a_retry_may_fix_answer_404_with_x_fc_status_404() {
+    let answer = send(
+        plugged(),
+        "/invoke",
+        &INVOKE,
+        "application/octet-stream",
+        br#"{"url": "test://down"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+    assert_eq!(answer.fc_status.as_deref(), Some("404"));
+    assert_eq!(answer.body["error"]["code"], "upstream_down");
+}
+
+/// FC sends `x-fc-control-path` once; with two, neither is trusted (the first used to win, so
+/// `/pre-stop` followed by `/http-invoke` stopped the server).
+#[tokio::test]
+async fn two_control_path_headers_are_refused_and_trigger_nothing() {
+    let addr = start_in_process(server_with_model(options(), Limits::default()));
+    for pair in [["/pre-stop", "/http-invoke"], ["/http-invoke", "/pre-stop"]] {
+        let response = client()
+            .get(format!("http://{addr}/pre-stop"))
+            .header("x-fc-control-path", pair[0])
+            .header("x-fc-control-path", pair[1])
+            .header("x-fc-request-id", "1-two-paths")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()["x-request-id"], "1-two-paths");
+        let body: Value =
+            serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
+        assert_eq!(body["error"]["code"], "duplicate_control_path", "{body}");
+    }
+    // Still serving: the stop was never requested.
+    let answer = send(addr, "/classify", &[], "image/png", png(20, 20)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
 #[tokio::test]

@@ -1,14 +1,15 @@
 //! Process-level behaviour of the real binary: SIGTERM and `/pre-stop` drain in-flight requests
-//! and exit 0, the thread count stays within the vCPU budget under 32 concurrent requests, and
-//! an idle keep-alive connection is still served after more than 30 s (hyper's default
-//! header-read timeout).
+//! and exit 0, a client stalled mid-body holds neither past the drain budget, the thread count
+//! stays within the vCPU budget under 32 concurrent requests, and an idle keep-alive connection
+//! is still served after more than 30 s (hyper's default header-read timeout).
 
 mod server_support;
 
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use server_support::*;
 
@@ -96,6 +97,120 @@ async fn pre_stop_waits_for_in_flight_requests_then_the_process_exits_zero() {
     assert_eq!(statuses(handles).await, vec![Some(200); n]);
     let exit = tokio::task::block_in_place(|| server.wait_exit(60));
     assert_eq!(exit.expect("exit").code(), Some(0), "{}", server.output());
+}
+
+/// Drain budget of the stall tests, in seconds.
+const BUDGET_S: &str = "4";
+
+/// Generous bound for "within the budget" on a loaded test machine (the drain used to wait
+/// 80 s); the precise figure is measured outside the test suite.
+const WITHIN_BUDGET: Duration = Duration::from_secs(12);
+
+/// A server without a model (none is needed to read a body) and a 4 s drain budget.
+fn start_with_short_budget() -> (tempfile::TempDir, Spawned) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("none.safetensors");
+    let server =
+        Spawned::start_with_model(&model, &["--offline", "--drain-seconds", BUDGET_S], &[]);
+    (dir, server)
+}
+
+/// Sends a request head declaring a 100 kB body, then 10 bytes of it, and stalls; returns once
+/// the server has started the request.
+fn stall_mid_body(server: &Spawned, request_id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    let head = format!(
+        "POST /classify HTTP/1.1\r\nHost: x\r\nx-fc-request-id: {request_id}\r\n\
+         Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n0123456789"
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    let start = format!("FC Invoke Start RequestId: {request_id}");
+    assert!(
+        server.wait_for_output(|o| o.contains(&start), 30),
+        "{}",
+        server.output()
+    );
+    stream
+}
+
+/// Whether the server closed `stream` (EOF or reset) within 30 s; false if it stayed open.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_stop_answers_drained_false_within_the_budget_while_a_client_stalls_mid_body() {
+    let (_dir, mut server) = start_with_short_budget();
+    let mut stalled = stall_mid_body(&server, "1-stalled-pre-stop");
+    let mut idle = TcpStream::connect(server.addr).expect("connect");
+    let first = raw_exchange(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(first.expect("idle connection's request").status, 503);
+
+    let started = Instant::now();
+    let response = client()
+        .get(server.url("/pre-stop"))
+        .send()
+        .await
+        .expect("pre-stop answered");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
+    eprintln!("/pre-stop answered after {elapsed:?}: {body}");
+    assert_eq!(body["drained"], false, "{body}");
+    assert_eq!(body["still_running"], 1, "{body}");
+    assert!(elapsed < WITHIN_BUDGET, "answered after {elapsed:?}");
+
+    let stalled_closed = tokio::task::block_in_place(|| closed_by_server(&mut stalled));
+    assert!(stalled_closed, "the stalled connection stayed open");
+    let idle_closed = tokio::task::block_in_place(|| closed_by_server(&mut idle));
+    assert!(idle_closed, "the idle keep-alive connection stayed open");
+    let exit = tokio::task::block_in_place(|| server.wait_exit(30));
+    assert_eq!(exit.and_then(|e| e.code()), Some(0), "{}", server.output());
+    assert!(
+        started.elapsed() < WITHIN_BUDGET,
+        "exited after {:?}",
+        started.elapsed()
+    );
+    let output = server.output();
+    assert!(
+        output.contains("FC Invoke End RequestId: 1-stalled-pre-stop"),
+        "the cut request has no End marker:\n{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_budget_while_a_client_stalls_mid_body() {
+    let (_dir, mut server) = start_with_short_budget();
+    let mut stalled = stall_mid_body(&server, "1-stalled-sigterm");
+    let started = Instant::now();
+    server.terminate();
+    let exit = tokio::task::block_in_place(|| server.wait_exit(60));
+    let elapsed = started.elapsed();
+    eprintln!("exited {elapsed:?} after SIGTERM");
+    assert_eq!(exit.and_then(|e| e.code()), Some(0), "{}", server.output());
+    assert!(elapsed < WITHIN_BUDGET, "exited after {elapsed:?}");
+    assert!(tokio::task::block_in_place(|| closed_by_server(
+        &mut stalled
+    )));
+    assert!(
+        server
+            .output()
+            .contains("FC Invoke End RequestId: 1-stalled-sigterm")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,7 +155,7 @@ fn credentials_from_env(var: &dyn Fn(&str) -> Option<String>) -> Option<Credenti
 }
 
 /// `local-<unix ms, hex>-<counter>`: unique within the process, recognisably not FC's.
-fn local_request_id() -> String {
+pub(crate) fn local_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(1);
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -8,16 +8,23 @@
 //! | control path / local request | service | markers | extra |
 //! |---|---|---|---|
 //! | `/http-invoke`, anything else | [`FcRoutes::http`] | `FC Invoke Start/End` | — |
-//! | `/invoke` / `POST /invoke` | [`FcRoutes::invoke`] | `FC Invoke Start/End` | `x-fc-status`; failures become 404 |
+//! | `/invoke` / `POST /invoke` | [`FcRoutes::invoke`] | `FC Invoke Start/End` | `x-fc-status` ([`report_event_status`]) |
 //! | `/initialize` / `POST /initialize` | [`FcRoutes::initialize`] | `FC Initialize Start/End` | — |
 //! | `/pre-stop` / `GET /pre-stop` | built in: stop and drain | `FC PreStop Start/End` | — |
 //!
 //! HTTP-trigger requests always carry `x-fc-control-path: /http-invoke`, so a client on the
-//! internet cannot reach `/initialize` or `/pre-stop` through the HTTP trigger.
+//! internet cannot reach `/initialize` or `/pre-stop` through the HTTP trigger. FC sends the
+//! header exactly once; a request with two is refused (400 `duplicate_control_path`) rather than
+//! routed by either.
+//!
+//! Every answer carries the request id in [`X_REQUEST_ID`] (FC's own `x-fc-*` names are not
+//! for functions to set), and the `End` marker is printed even when the client goes away before
+//! the answer (the request's future is then dropped; see `Markers`).
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -29,11 +36,24 @@ use tracing::Instrument;
 
 use super::context::FcContext;
 use super::lifecycle::Lifecycle;
-use super::listener::DRAIN_TIMEOUT;
 use crate::api::ApiError;
 
 /// Response header reporting an event invocation's outcome to FC (200 success, 404 failure).
 pub const X_FC_STATUS: HeaderName = HeaderName::from_static("x-fc-status");
+
+/// Response header carrying the request id (FC's `x-fc-request-id`, or a local `local-…` id) on
+/// every answer. Not `x-fc-request-id`: FC reserves `x-fc-*` response headers (only
+/// `x-fc-status` may be set) and adds that one itself.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The header that picks the service; FC sends it exactly once.
+const CONTROL_PATH: &str = "x-fc-control-path";
+
+/// Response extension set by an event service on a failure that a retry cannot fix (the event
+/// itself is at fault: not JSON, malformed, not an image). [`report_event_status`] answers it
+/// as a handled invocation, so FC does not retry it; the body keeps the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PermanentFailure;
 
 /// The services a function provides; the adapter picks one per request.
 #[derive(Clone, Debug)]
@@ -101,11 +121,16 @@ pub fn adapter(routes: FcRoutes, lifecycle: Arc<Lifecycle>) -> Router {
 
 async fn dispatch(State(adapter): State<Arc<Adapter>>, mut request: Request) -> Response {
     let context = FcContext::from_headers(request.headers());
-    let target = target(
-        request.method(),
-        request.uri().path(),
-        context.control_path.as_deref(),
-    );
+    let control_paths = request.headers().get_all(CONTROL_PATH).iter().count();
+    let target = if control_paths > 1 {
+        Target::Http
+    } else {
+        target(
+            request.method(),
+            request.uri().path(),
+            context.control_path.as_deref(),
+        )
+    };
     remove_fc_headers(request.headers_mut());
     let request_id = context.request_id.clone();
     let started = context.received_at;
@@ -113,20 +138,76 @@ async fn dispatch(State(adapter): State<Arc<Adapter>>, mut request: Request) -> 
     let _in_flight = adapter.lifecycle.track();
     let span = tracing::info_span!("request", request_id = %request_id);
     async move {
-        print_marker(target.phase(), "Start", &request_id);
+        let markers = Markers::start(target.phase(), &request_id);
         tracing::debug!(method = %request.method(), path = request.uri().path(), ?target, "received");
-        let response = run_target(&adapter, target, request, &request_id).await;
+        let response = if control_paths > 1 {
+            duplicate_control_path(control_paths, &request_id)
+        } else {
+            run_target(&adapter, target, request, &request_id).await
+        };
         tracing::info!(
             status = response.status().as_u16(),
             ms = started.elapsed().as_secs_f64() * 1e3,
             ?target,
             "answered"
         );
-        print_marker(target.phase(), "End", &request_id);
-        response
+        markers.end();
+        with_request_id(response, &request_id)
     }
     .instrument(span)
     .await
+}
+
+/// FC's `Start`/`End` log markers of one request. `End` is printed by [`Markers::end`], or on
+/// drop when the request's future is dropped first (the client went away, the connection was
+/// closed at the drain deadline), so every `Start` has its `End`.
+struct Markers<'a> {
+    phase: &'static str,
+    request_id: &'a str,
+    answered: bool,
+}
+
+impl<'a> Markers<'a> {
+    fn start(phase: &'static str, request_id: &'a str) -> Self {
+        print_marker(phase, "Start", request_id);
+        Self {
+            phase,
+            request_id,
+            answered: false,
+        }
+    }
+
+    fn end(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Markers<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            tracing::info!("client went away or the connection was closed before the answer");
+        }
+        print_marker(self.phase, "End", self.request_id);
+    }
+}
+
+/// Adds [`X_REQUEST_ID`] to an answer.
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response
+}
+
+fn duplicate_control_path(count: usize, request_id: &str) -> Response {
+    let error = ApiError::bad_request(
+        "duplicate_control_path",
+        format!(
+            "the request has {count} {CONTROL_PATH} headers; Function Compute sends exactly one"
+        ),
+    );
+    tracing::warn!(count, "refused: duplicate {CONTROL_PATH} headers");
+    error_answer(&error, request_id)
 }
 
 async fn run_target(
@@ -157,25 +238,58 @@ async fn run_target(
     }
 }
 
-/// FC's event contract: success is status 200 + `x-fc-status: 200`; any failure is reported as
-/// status 404 + `x-fc-status: 404` (the body keeps the real error code).
+/// FC's event contract (status 200 + `x-fc-status: 200` success, 404 + `404` failure; FC
+/// retries failed asynchronous invocations): success stays 200; a failure a retry may fix (5xx)
+/// becomes 404 + `x-fc-status: 404`, so FC retries it; a failure marked [`PermanentFailure`]
+/// becomes 200 + `x-fc-status: 200` with its error body, so FC does not retry what can never
+/// succeed.
 pub fn report_event_status(mut response: Response) -> Response {
     let ok = response.status().is_success();
-    if !ok {
+    let permanent = response.extensions().get::<PermanentFailure>().is_some();
+    let handled = ok || permanent;
+    if permanent && !ok {
+        tracing::warn!(
+            status = response.status().as_u16(),
+            "permanent failure: answered x-fc-status 200 so that it is not retried"
+        );
+        *response.status_mut() = StatusCode::OK;
+    } else if !ok {
         *response.status_mut() = StatusCode::NOT_FOUND;
     }
-    let value = HeaderValue::from_static(if ok { "200" } else { "404" });
+    let value = HeaderValue::from_static(if handled { "200" } else { "404" });
     response.headers_mut().insert(X_FC_STATUS, value);
     response
 }
 
-/// PreStop: stop accepting, wait for the other in-flight requests, then answer.
+/// PreStop: stop accepting, wait for the other in-flight requests until a little before the
+/// drain deadline ([`Lifecycle::pre_stop_answer_by`]), then answer; `"drained": false` means
+/// requests were still running and their connections are closed at the deadline.
 async fn pre_stop(lifecycle: &Lifecycle, request_id: &str) -> Response {
     lifecycle.request_stop("pre-stop hook");
-    let drained = lifecycle.wait_in_flight_at_most(1, DRAIN_TIMEOUT).await;
-    let body =
-        serde_json::json!({"status": "stopping", "drained": drained, "request_id": request_id});
+    let wait = lifecycle.pre_stop_answer_by().map_or(Duration::ZERO, |by| {
+        by.saturating_duration_since(Instant::now())
+    });
+    let drained = lifecycle.wait_in_flight_at_most(1, wait).await;
+    let still_running = lifecycle.in_flight().saturating_sub(1);
+    if !drained {
+        tracing::warn!(
+            still_running,
+            "pre-stop: requests still running; their connections close at the drain deadline"
+        );
+    }
+    let body = serde_json::json!({
+        "status": "stopping",
+        "drained": drained,
+        "still_running": still_running,
+        "drain_budget_s": lifecycle.drain_budget().as_secs_f64(),
+        "request_id": request_id,
+    });
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// The error JSON of the contract, with the error's status.
+fn error_answer(error: &ApiError, request_id: &str) -> Response {
+    (error.status, axum::Json(error.body(request_id))).into_response()
 }
 
 fn internal_error(request_id: &str) -> Response {
@@ -184,7 +298,7 @@ fn internal_error(request_id: &str) -> Response {
         "internal",
         "internal error; the request was logged",
     );
-    (error.status, axum::Json(error.body(request_id))).into_response()
+    error_answer(&error, request_id)
 }
 
 fn remove_fc_headers(headers: &mut http::HeaderMap) {
@@ -235,10 +349,17 @@ mod tests {
     }
 
     #[test]
-    fn failed_events_become_404_with_x_fc_status() {
-        let failed = report_event_status((StatusCode::BAD_REQUEST, "x").into_response());
+    fn retryable_failures_become_404_and_permanent_ones_200_with_x_fc_status() {
+        let failed = report_event_status((StatusCode::BAD_GATEWAY, "x").into_response());
         assert_eq!(failed.status(), StatusCode::NOT_FOUND);
         assert_eq!(failed.headers()[X_FC_STATUS], "404");
+        let unmarked = report_event_status((StatusCode::BAD_REQUEST, "x").into_response());
+        assert_eq!(unmarked.headers()[X_FC_STATUS], "404");
+        let mut permanent = (StatusCode::BAD_REQUEST, "x").into_response();
+        permanent.extensions_mut().insert(PermanentFailure);
+        let permanent = report_event_status(permanent);
+        assert_eq!(permanent.status(), StatusCode::OK);
+        assert_eq!(permanent.headers()[X_FC_STATUS], "200");
         let ok = report_event_status((StatusCode::OK, "x").into_response());
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.headers()[X_FC_STATUS], "200");

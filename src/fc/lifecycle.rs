@@ -1,39 +1,83 @@
-//! Instance lifecycle: the stop signal (SIGTERM, SIGINT or `GET /pre-stop`) and the count of
-//! requests in flight, so a stop can wait for them to finish.
+//! Instance lifecycle: the stop signal (SIGTERM, SIGINT or `GET /pre-stop`), the count of
+//! requests in flight, and the **drain budget**: how long a stop may wait for them.
+//!
+//! A stop fixes a deadline, `stop time + drain budget`. Until then, in-flight requests may
+//! finish; `/pre-stop` answers a little before it ([`PRE_STOP_ANSWER_MARGIN`]) with
+//! `"drained": false` if work is still running; at the deadline the accept loop closes every
+//! connection still open (a client stalled mid-body included) and returns, so the process exits.
+//! FC gives the PreStop hook its configured `timeout` (at most 90 s); the budget must stay below
+//! it, and the default ([`DEFAULT_DRAIN_BUDGET`]) leaves a third of a 30 s timeout as margin.
 
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-/// Shared stop flag and in-flight counter of one server.
+/// Default drain budget: well under the 30 s PreStop timeout the deployment configures.
+pub const DEFAULT_DRAIN_BUDGET: Duration = Duration::from_secs(20);
+
+/// How long before the drain deadline `/pre-stop` answers, so its answer is written before the
+/// connections still open are closed (at most a quarter of the budget).
+pub const PRE_STOP_ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// Shared stop flag, in-flight counter and drain budget of one server.
 #[derive(Debug)]
 pub struct Lifecycle {
     stop: watch::Sender<bool>,
     in_flight: AtomicUsize,
     changed: Notify,
+    drain_budget: Duration,
+    deadline: OnceLock<Instant>,
 }
 
 impl Lifecycle {
-    /// A running (not stopping) lifecycle with nothing in flight.
+    /// A running (not stopping) lifecycle with nothing in flight and the default drain budget.
     pub fn new() -> Arc<Self> {
+        Self::with_drain_budget(DEFAULT_DRAIN_BUDGET)
+    }
+
+    /// Like [`Lifecycle::new`] with another drain budget.
+    pub fn with_drain_budget(drain_budget: Duration) -> Arc<Self> {
         Arc::new(Self {
             stop: watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
             changed: Notify::new(),
+            drain_budget,
+            deadline: OnceLock::new(),
         })
     }
 
-    /// Asks the server to stop accepting connections and drain. Idempotent.
+    /// Longest time a stop waits for in-flight requests before closing their connections.
+    pub fn drain_budget(&self) -> Duration {
+        self.drain_budget
+    }
+
+    /// Asks the server to stop accepting connections and drain until the deadline (fixed by
+    /// the first call). Idempotent.
     pub fn request_stop(&self, reason: &str) {
+        self.deadline
+            .get_or_init(|| Instant::now() + self.drain_budget);
         if !self.stop.send_replace(true) {
             tracing::info!(
                 reason,
+                drain_budget_s = self.drain_budget.as_secs_f64(),
                 "stopping: no new connections, draining in-flight requests"
             );
         }
+    }
+
+    /// When the drain ends and open connections are closed; `None` before a stop.
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        self.deadline.get().copied()
+    }
+
+    /// When `/pre-stop` answers at the latest: [`PRE_STOP_ANSWER_MARGIN`] (at most a quarter of
+    /// the budget) before the drain deadline; `None` before a stop.
+    pub fn pre_stop_answer_by(&self) -> Option<Instant> {
+        let margin = PRE_STOP_ANSWER_MARGIN.min(self.drain_budget / 4);
+        self.drain_deadline().map(|deadline| deadline - margin)
     }
 
     /// Whether a stop was requested.
@@ -150,5 +194,32 @@ mod tests {
         early.await.unwrap();
         lifecycle.stopped().await;
         assert!(lifecycle.is_stopping());
+    }
+
+    #[test]
+    fn the_first_stop_fixes_the_deadline_and_pre_stop_answers_before_it() {
+        let lifecycle = Lifecycle::with_drain_budget(Duration::from_secs(8));
+        assert_eq!(lifecycle.drain_deadline(), None);
+        assert_eq!(lifecycle.pre_stop_answer_by(), None);
+        let before = Instant::now();
+        lifecycle.request_stop("first");
+        let after = Instant::now();
+        let deadline = lifecycle.drain_deadline().expect("deadline after a stop");
+        assert!(deadline >= before + Duration::from_secs(8));
+        assert!(deadline <= after + Duration::from_secs(8));
+        lifecycle.request_stop("second");
+        assert_eq!(lifecycle.drain_deadline(), Some(deadline));
+        assert_eq!(
+            lifecycle.pre_stop_answer_by(),
+            Some(deadline - PRE_STOP_ANSWER_MARGIN)
+        );
+        // A budget shorter than four margins answers a quarter of the budget early.
+        let short = Lifecycle::with_drain_budget(Duration::from_secs(2));
+        short.request_stop("short");
+        let (by, end) = (short.pre_stop_answer_by(), short.drain_deadline());
+        assert_eq!(
+            by.zip(end).map(|(b, e)| e - b),
+            Some(Duration::from_millis(500))
+        );
     }
 }

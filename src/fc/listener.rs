@@ -5,12 +5,17 @@
 //! keep-alive connection waits for its next request, so an idle connection would be closed and
 //! FC would answer 502. We therefore install no timer and set the timeout to `None` explicitly.
 //!
-//! On stop, the listener is closed first (no new connections), then every connection finishes
-//! its in-flight request and closes ([`GracefulShutdown`]).
+//! On stop, the listener is closed first (no new connections); idle connections close at once,
+//! busy ones after their in-flight request ([`GracefulShutdown`]). At the drain deadline
+//! ([`Lifecycle::drain_deadline`]) every connection still open — a client stalled mid-body, a
+//! slow upload — is closed, its request cancelled, and [`serve`] returns.
+//!
+//! Every connection's socket is wrapped in [`StampParserErrors`], so the 400/414/431 answers
+//! hyper writes by itself for unparsable requests carry a request id too.
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -18,11 +23,10 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use super::lifecycle::Lifecycle;
-
-/// Longest time a stop waits for in-flight requests (FC's PreStop hook may take 90 s).
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(80);
+use super::parser_errors::StampParserErrors;
 
 /// The connection settings: HTTP/1.1, keep-alive, no header/idle timeout.
 pub fn http1_builder() -> http1::Builder {
@@ -32,7 +36,8 @@ pub fn http1_builder() -> http1::Builder {
 }
 
 /// Serves `app` on `listener` until `lifecycle` is stopped, then drains: returns once every
-/// connection has finished its in-flight request, or after [`DRAIN_TIMEOUT`].
+/// connection has finished its in-flight request, or at the drain deadline after closing the
+/// connections still open.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -40,15 +45,16 @@ pub async fn serve(
 ) -> io::Result<()> {
     let builder = http1_builder();
     let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let service = TowerToHyperService::new(app.clone());
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
+                    let io = TokioIo::new(StampParserErrors::new(stream));
+                    let connection = graceful.watch(builder.serve_connection(io, service));
+                    connections.spawn(async move {
                         if let Err(e) = connection.await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
@@ -60,15 +66,27 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            // Reap finished connection tasks so the set holds only open connections.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = lifecycle.stopped() => break,
         }
     }
     drop(listener);
+    let deadline = lifecycle
+        .drain_deadline()
+        .unwrap_or_else(|| Instant::now() + lifecycle.drain_budget());
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!(seconds = DRAIN_TIMEOUT.as_secs(), "drain timed out; exiting anyway");
+        () = tokio::time::sleep_until(deadline.into()) => {
+            while connections.try_join_next().is_some() {}
+            tracing::warn!(
+                budget_s = lifecycle.drain_budget().as_secs_f64(),
+                open = connections.len(),
+                "drain budget spent: closing the connections still open"
+            );
         }
     }
+    // Dropping a connection task closes its socket and cancels its in-flight request.
+    connections.shutdown().await;
     Ok(())
 }

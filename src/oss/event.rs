@@ -5,17 +5,29 @@
 //! `null`, `ownerIdentity` may be a string or an object.
 //!
 //! Delivery is at-least-once, so processing is idempotent: the result object's key depends only
-//! on the source key, and a re-delivery overwrites it. Failures are split in two:
-//! - permanent (not an image, object gone, object too large): an error result object is written
-//!   and the record counts as done, so FC does not retry it forever;
-//! - transient (OSS 5xx, timeouts, cut-off transfers, denied writes): nothing is written and the
-//!   report says the invocation failed, so the caller answers `x-fc-status: 404` and FC retries.
+//! on the source key ([`result_key`]), and a re-delivery overwrites it. Every record ends one of
+//! these ways, none silently:
+//! - classified: a result object is written;
+//! - permanent failure (not an image, object gone, object too large, a key this client cannot
+//!   fetch): an error result object is written and the record counts as done, so FC does not
+//!   retry it forever;
+//! - transient failure (OSS 5xx, timeouts, cut-off transfers, denied writes): nothing is written
+//!   and the report says the invocation failed, so the caller answers `x-fc-status: 404` and FC
+//!   retries;
+//! - skipped on purpose (not a creation; under the result prefix, as sent or `%`-decoded);
+//! - invalid: the record names no place a result could go (no `oss` section, no key, a bucket or
+//!   region that is not a valid name); listed in the answer and logged, never retried.
+//!
+//! The result of key `k` is `<prefix>k.json` when that is a valid OSS key, otherwise (OSS keys
+//! have at most 1023 bytes, so a source key over 1023 − 5 − prefix bytes has no such name)
+//! `<prefix><sha256 of k, hex>.json`; the object's `source.key` always holds `k` itself.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::url::percent_decode;
 use super::{Access, Location, ObjectRef, OssError, OssService};
@@ -242,20 +254,44 @@ where
     Ok(EventReport { records })
 }
 
+/// The key of the result object of source key `key`: `<prefix><key>.json` when that is a valid
+/// OSS key, else [`hashed_result_key`] (a key too long to take the suffix, or one with segments
+/// like `..` that cannot be addressed).
+pub fn result_key(prefix: &str, key: &str) -> String {
+    let plain = format!("{prefix}{key}.json");
+    // Any valid bucket name: only the key is being checked.
+    if ObjectRef::new("bucket", &plain).is_ok() {
+        plain
+    } else {
+        hashed_result_key(prefix, key)
+    }
+}
+
+/// `<prefix><sha256 of key, lower-case hex>.json`: the result name of a key that has no
+/// `<prefix><key>.json` (see [`result_key`]).
+pub fn hashed_result_key(prefix: &str, key: &str) -> String {
+    format!(
+        "{prefix}{}.json",
+        hex::encode(Sha256::digest(key.as_bytes()))
+    )
+}
+
 /// A record that passed the checks and is ready for processing.
 struct Job<'r> {
     record: &'r EventRecord,
-    source: Location,
-    result_bucket: String,
+    /// The source object, or why it cannot be fetched (then an error result is written).
+    source: Result<Location, OssError>,
+    /// The result object of the key as sent: result bucket, endpoint and region.
+    result: Location,
 }
 
 impl Job<'_> {
-    /// `<prefix><key>.json` in the result bucket, at the source's endpoint and region.
+    /// The result object of `key` (the key as sent, or its `%`-decoded form if that was found).
     fn result_for(&self, key: &str, prefix: &str) -> Result<Location, OssError> {
-        let object = ObjectRef::new(&self.result_bucket, &format!("{prefix}{key}.json"))?;
+        let object = ObjectRef::new(self.result.object.bucket(), &result_key(prefix, key))?;
         Ok(Location {
             object,
-            ..self.source.clone()
+            ..self.result.clone()
         })
     }
 }
@@ -314,7 +350,7 @@ impl RecordReport {
 
 fn skip_reason(record: &EventRecord) -> (String, String) {
     if is_creation(record) {
-        let why = "the key is under the result prefix (trigger-loop guard)";
+        let why = "the key is under the result prefix, as sent or %-decoded (trigger-loop guard)";
         ("under_result_prefix".into(), why.into())
     } else {
         let why = format!("{:?} is not an ObjectCreated event", record.event_name);
@@ -326,7 +362,17 @@ fn is_creation(record: &EventRecord) -> bool {
     record.event_name.starts_with("ObjectCreated:")
 }
 
-/// Checks a record and computes source and result locations; `Ok(None)` means skip it.
+/// Whether `key` is under the result `prefix`, as sent or `%`-decoded (the form a retry of a
+/// missing key would fetch, see [`fetch_source`]).
+fn under_result_prefix(key: &str, prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return false;
+    }
+    key.starts_with(prefix) || percent_decode(key).is_some_and(|d| d.starts_with(prefix))
+}
+
+/// Checks a record and computes source and result locations; `Ok(None)` means skip it, `Err`
+/// that no result can be written for it.
 fn plan<'r>(
     record: &'r EventRecord,
     access: &Access,
@@ -336,27 +382,31 @@ fn plan<'r>(
         .oss
         .as_ref()
         .ok_or_else(|| OssError::RefusedUrl("the record has no \"oss\" section".into()))?;
+    let key = section.object.key.as_str();
     let prefix = &oss.config().result_prefix;
-    if !is_creation(record)
-        || (!prefix.is_empty() && section.object.key.starts_with(prefix.as_str()))
-    {
+    if !is_creation(record) || under_result_prefix(key, prefix) {
         return Ok(None);
     }
+    if key.is_empty() {
+        return Err(OssError::RefusedUrl(
+            "the record names no object key".into(),
+        ));
+    }
     let region = record.region.as_deref().filter(|r| !r.is_empty());
-    let source = ObjectRef::new(&section.bucket.name, &section.object.key)?;
     let result_bucket = oss
         .config()
         .result_bucket
-        .clone()
-        .unwrap_or_else(|| section.bucket.name.clone());
-    let job = Job {
+        .as_deref()
+        .unwrap_or(&section.bucket.name);
+    let result = ObjectRef::new(result_bucket, &result_key(prefix, key))?;
+    let result = oss.locate(result, region, access)?;
+    let source = ObjectRef::new(&section.bucket.name, key)
+        .and_then(|object| oss.locate(object, region, access));
+    Ok(Some(Job {
         record,
-        source: oss.locate(source, region, access)?,
-        result_bucket,
-    };
-    // Refuse now (not after the download) if the result key would be invalid.
-    job.result_for(&section.object.key, prefix)?;
-    Ok(Some(job))
+        source,
+        result,
+    }))
 }
 
 /// A record processed to the end: a result object was written.
@@ -381,13 +431,23 @@ where
     T: Serialize,
 {
     let started = Instant::now();
-    let fetched = fetch_source(&job.source, access, oss).await;
+    let prefix = &oss.config().result_prefix;
+    let fetched = match &job.source {
+        Ok(source) => fetch_source(source, access, oss, prefix).await,
+        Err(refused) => Err(refused.clone()),
+    };
     let fetch_time = started.elapsed();
+    let section = job.record.oss.as_ref();
+    let sent_key = section.map_or("", |s| s.object.key.as_str());
+    let sent_bucket = section.map_or("", |s| s.bucket.name.as_str());
     let (found, size, outcome) = match fetched {
-        Ok((bytes, found)) => (found, bytes.len() as u64, classify(bytes).await),
+        Ok((bytes, found)) => {
+            let size = bytes.len() as u64;
+            (Some(found), size, classify(bytes).await)
+        }
         Err(e) if e.is_transient() => return Err((e.code().into(), e.to_string())),
         Err(e) => (
-            job.source.clone(),
+            job.source.as_ref().ok().cloned(),
             0,
             Err(ClassifyFailure::Rejected {
                 code: e.code().into(),
@@ -395,10 +455,12 @@ where
             }),
         ),
     };
-    let section = job.record.oss.as_ref();
+    let (bucket, key) = found.as_ref().map_or((sent_bucket, sent_key), |f| {
+        (f.object.bucket(), f.object.key())
+    });
     let source = SourceInfo {
-        bucket: found.object.bucket(),
-        key: found.object.key(),
+        bucket,
+        key,
         e_tag: section.and_then(|s| s.object.e_tag.as_deref()),
         size: section.and_then(|s| s.object.size).unwrap_or(size),
         event_name: &job.record.event_name,
@@ -434,7 +496,7 @@ where
         )
     })?;
     let result = job
-        .result_for(found.object.key(), &oss.config().result_prefix)
+        .result_for(key, prefix)
         .map_err(|e| (e.code().to_string(), e.to_string()))?;
     oss.put_object(&result, Bytes::from(body), RESULT_CONTENT_TYPE, access)
         .await
@@ -452,11 +514,13 @@ where
 }
 
 /// GetObject with the raw key; on 404, if the key has `%` escapes, once more with it decoded
-/// (platform.md §2.3: OSS documents raw keys, but be defensive).
+/// (platform.md §2.3: OSS documents raw keys, but be defensive) — never a decoded key under
+/// the result prefix (the trigger-loop guard, also checked by `plan`).
 async fn fetch_source(
     source: &Location,
     access: &Access,
     oss: &OssService,
+    prefix: &str,
 ) -> Result<(Bytes, Location), OssError> {
     match oss.get_object(source, access).await {
         Err(e @ OssError::NotFound { .. }) => {
@@ -465,7 +529,7 @@ async fn fetch_source(
                 .contains('%')
                 .then(|| percent_decode(key))
                 .flatten()
-                .filter(|d| d != key)
+                .filter(|d| d != key && (prefix.is_empty() || !d.starts_with(prefix)))
                 .and_then(|d| ObjectRef::new(source.object.bucket(), &d).ok());
             match decoded {
                 Some(object) => {
@@ -512,5 +576,36 @@ mod tests {
             OssEvent::parse(br#"{"events":[{"oss":{"bucket":{}}}]}"#),
             Err(EventError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn result_names_fall_back_to_the_hashed_name_past_the_key_limit() {
+        assert_eq!(result_key("results/", "a/b.jpg"), "results/a/b.jpg.json");
+        // 1023 − "results/".len() − ".json".len() = 1010 bytes still fit; 1011 do not.
+        let fits = "k".repeat(1010);
+        assert_eq!(
+            result_key("results/", &fits),
+            format!("results/{fits}.json")
+        );
+        let long = "k".repeat(1011);
+        let hashed = result_key("results/", &long);
+        assert_eq!(hashed, hashed_result_key("results/", &long));
+        // sha256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            hashed_result_key("out/", "abc"),
+            "out/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad.json"
+        );
+        // A key whose plain result name would have a `..` segment is hashed too.
+        assert!(result_key("results/", "a/../b").starts_with("results/"));
+        assert_ne!(result_key("results/", "a/../b"), "results/a/../b.json");
+    }
+
+    #[test]
+    fn the_result_prefix_guard_sees_percent_decoded_keys() {
+        assert!(under_result_prefix("results/a.jpg.json", "results/"));
+        assert!(under_result_prefix("results%2Fa.jpg.json", "results/"));
+        assert!(under_result_prefix("%72esults/a.jpg", "results/"));
+        assert!(!under_result_prefix("uploads/results%2Fa.jpg", "results/"));
+        assert!(!under_result_prefix("anything", ""));
     }
 }

@@ -17,7 +17,7 @@ use super::{AppState, oversize};
 use crate::api::{
     self, ApiError, BodyKind, ClassifyResponse, ImageRequest, ImageSource, InvokeEvent, TimingMs,
 };
-use crate::fc::FcContext;
+use crate::fc::{FcContext, PermanentFailure};
 use crate::labels::Lang;
 use crate::web;
 
@@ -72,11 +72,13 @@ pub async fn healthz(
             Some(e),
         ),
     };
+    let (error, remedy) = error.map(|e| (e.message, e.remedy)).unzip();
     let pool = state.core.pool();
     let body = json!({
         "status": ready,
         "model": model,
         "error": error,
+        "remedy": remedy.flatten(),
         "version": env!("CARGO_PKG_VERSION"),
         "workers": pool.workers(),
         "queue": pool.queue_capacity(),
@@ -107,6 +109,11 @@ pub async fn classify(
 
 /// `/invoke` (event invocation): the body is the event whatever its Content-Type. A classify
 /// JSON answers like `/classify`; `{"events": [...]}` goes to the event handler.
+///
+/// A 4xx answer is the event's own fault (not JSON, malformed, not an image, too large, object
+/// missing): the same bytes would fail again, so it is marked [`PermanentFailure`] and FC does
+/// not retry it. 5xx answers (model not ready, OSS unavailable) and 403 (a permission the
+/// operator can grant, as for upload events) stay retryable.
 pub async fn invoke(
     State(state): State<Arc<AppState>>,
     Extension(context): Extension<FcContext>,
@@ -127,7 +134,12 @@ pub async fn invoke(
         }
     }
     .await;
-    respond(result, &context)
+    let mut response = respond(result, &context);
+    let status = response.status();
+    if status.is_client_error() && status != StatusCode::FORBIDDEN {
+        response.extensions_mut().insert(PermanentFailure);
+    }
+    response
 }
 
 /// `/initialize`: loads the model if needed (with its warm-up inference).
@@ -143,10 +155,7 @@ pub async fn initialize(
             "request_id": context.request_id,
         }))
     });
-    let result = result.map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_not_ready", e.0).with_retry_after(5)
-    });
-    respond(result, &context)
+    respond(result.map_err(ApiError::from), &context)
 }
 
 /// Unknown path.
@@ -284,6 +293,13 @@ async fn read_multipart(state: &AppState, request: Request) -> Result<ImageReque
     let (mut image, mut top_k, mut lang) = (None, None, None);
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         match field.name() {
+            // Refused before the second part is read: which one was meant is unknowable.
+            Some("image") if image.is_some() => {
+                return Err(ApiError::bad_request(
+                    "ambiguous_image",
+                    "the multipart form has more than one `image` part; send exactly one",
+                ));
+            }
             Some("image") => image = Some(field.bytes().await.map_err(multipart_error)?),
             Some("top_k") => {
                 let text = field.text().await.map_err(multipart_error)?;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::pool::InferencePool;
+use crate::api::ApiError;
 use crate::classifier::{Classifier, ModelInfo};
 use crate::preprocess::Limits;
 use crate::weights::{EnsureOutcome, FetchOptions, ensure_model};
@@ -29,10 +30,39 @@ pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest time an ordinary request waits for a load in progress.
 pub const LOAD_WAIT: Duration = Duration::from_secs(10);
 
-/// Why the model could not be loaded (the message says what to do).
+/// Why the model could not be loaded: one concise sentence, and, when there is one, what to do
+/// about it. Answered as 503 `model_not_ready` (`error.message` and `error.remedy`); the remedy
+/// is logged once, with the first failure that carries it, not with every refused request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct LoadError(pub String);
+#[error("{message}")]
+pub struct LoadError {
+    /// What went wrong, in one sentence.
+    pub message: String,
+    /// The next steps, if any.
+    pub remedy: Option<String>,
+}
+
+impl LoadError {
+    /// An error without a remedy.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            remedy: None,
+        }
+    }
+
+    /// Adds the next steps.
+    pub fn with_remedy(mut self, remedy: impl Into<String>) -> Self {
+        self.remedy = Some(remedy.into());
+        self
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(e: LoadError) -> Self {
+        ApiError::model_not_ready(e.message, e.remedy)
+    }
+}
 
 /// Produces the classifier. Called on an inference thread; may block.
 pub trait ModelLoader: Send + Sync + 'static {
@@ -54,13 +84,12 @@ pub struct FileLoader {
 impl ModelLoader for FileLoader {
     fn load(&self) -> Result<Classifier, LoadError> {
         if !self.path.exists() {
-            return Err(LoadError(format!(
-                "the weights file {} does not exist; convert a TorchVision checkpoint into it or \
-                 start with --model <path>",
-                self.path.display()
-            )));
+            let message = format!("the weights file {} does not exist", self.path.display());
+            let remedy = "convert a TorchVision checkpoint into it or start with --model <path>";
+            return Err(LoadError::new(message).with_remedy(remedy));
         }
-        Classifier::load_with_limits(&self.path, self.limits).map_err(|e| LoadError(e.to_string()))
+        Classifier::load_with_limits(&self.path, self.limits)
+            .map_err(|e| LoadError::new(e.to_string()))
     }
 
     fn describe(&self) -> String {
@@ -89,9 +118,10 @@ impl ModelLoader for FetchingLoader {
             Ok(EnsureOutcome::Fetched(report)) => {
                 tracing::info!(model = %report.model.display(), "weights downloaded and converted");
             }
-            Err(e) => return Err(LoadError(e.to_string())),
+            Err(e) => return Err(LoadError::new(e.summary()).with_remedy(e.remedy())),
         }
-        Classifier::load_with_limits(&self.path, self.limits).map_err(|e| LoadError(e.to_string()))
+        Classifier::load_with_limits(&self.path, self.limits)
+            .map_err(|e| LoadError::new(e.to_string()))
     }
 
     fn describe(&self) -> String {
@@ -112,7 +142,7 @@ pub enum Readiness {
     /// Loaded and warmed up.
     Ready(ModelInfo),
     /// The last load failed.
-    Failed(String),
+    Failed(LoadError),
 }
 
 #[derive(Debug, Default)]
@@ -171,7 +201,7 @@ impl ModelSlot {
         }
         match self.attempts.try_lock() {
             Ok(attempts) => match &attempts.last_failure {
-                Some((e, _)) => Readiness::Failed(e.0.clone()),
+                Some((e, _)) => Readiness::Failed(e.clone()),
                 None => Readiness::Loading,
             },
             // A load is running right now.
@@ -204,9 +234,7 @@ impl ModelSlot {
         } else {
             tokio::time::timeout(LOAD_WAIT, self.attempts.lock())
                 .await
-                .map_err(|_| {
-                    LoadError("the model is still loading; retry in a few seconds".into())
-                })?
+                .map_err(|_| LoadError::new("the model is still loading; retry in a few seconds"))?
         };
         if let Some(c) = self.ready() {
             return Ok(c);
@@ -225,7 +253,16 @@ impl ModelSlot {
                 Ok(classifier)
             }
             Err(e) => {
-                tracing::error!(error = %e, "model not loaded");
+                let remedy_known = attempts
+                    .last_failure
+                    .as_ref()
+                    .is_some_and(|(last, _)| last.remedy == e.remedy);
+                match &e.remedy {
+                    Some(remedy) if !remedy_known => {
+                        tracing::error!(error = %e, remedy, "model not loaded");
+                    }
+                    _ => tracing::error!(error = %e, "model not loaded"),
+                }
                 attempts.last_failure = Some((e.clone(), Instant::now()));
                 Err(e)
             }
@@ -240,13 +277,13 @@ impl ModelSlot {
             let classifier = loader.load()?;
             classifier
                 .warm_up()
-                .map_err(|e| LoadError(format!("warm-up inference failed: {e}")))?;
+                .map_err(|e| LoadError::new(format!("warm-up inference failed: {e}")))?;
             Ok::<_, LoadError>(classifier)
         };
         let classifier = pool
             .run_internal(job)
             .await
-            .map_err(|e| LoadError(e.to_string()))??;
+            .map_err(|e| LoadError::new(e.to_string()))??;
         // Loading freed a temporary per tensor: give that memory back before serving.
         let trimmed = super::malloc::release_free_memory();
         tracing::info!(
@@ -270,7 +307,7 @@ mod tests {
     impl ModelLoader for Failing {
         fn load(&self) -> Result<Classifier, LoadError> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Err(LoadError("no weights here".into()))
+            Err(LoadError::new("no weights here"))
         }
         fn describe(&self) -> String {
             "failing".into()
@@ -283,8 +320,14 @@ mod tests {
         let slot = ModelSlot::new(Arc::clone(&loader) as Arc<dyn ModelLoader>);
         let pool = InferencePool::new(1, 0);
         assert_eq!(slot.readiness(), Readiness::Loading);
-        assert_eq!(slot.get(&pool).await.unwrap_err().0, "no weights here");
-        assert_eq!(slot.get(&pool).await.unwrap_err().0, "no weights here");
+        assert_eq!(
+            slot.get(&pool).await.unwrap_err().message,
+            "no weights here"
+        );
+        assert_eq!(
+            slot.get(&pool).await.unwrap_err().message,
+            "no weights here"
+        );
         assert_eq!(
             loader.0.load(Ordering::SeqCst),
             1,
@@ -292,7 +335,7 @@ mod tests {
         );
         assert_eq!(
             slot.readiness(),
-            Readiness::Failed("no weights here".into())
+            Readiness::Failed(LoadError::new("no weights here"))
         );
         assert!(slot.load_now(&pool).await.is_err());
         assert_eq!(
@@ -312,9 +355,15 @@ mod tests {
             fetch: FetchOptions::default(),
             offline: true,
         };
-        let message = loader.load().unwrap_err().0;
-        assert!(message.contains("resnet18.safetensors"), "{message}");
-        assert!(message.contains("fetch-model"), "{message}");
+        let error = loader.load().unwrap_err();
+        let remedy = error.remedy.unwrap_or_default();
+        assert!(
+            error.message.contains("resnet18.safetensors"),
+            "{}",
+            error.message
+        );
+        assert!(!error.message.contains("fetch-model"), "{}", error.message);
+        assert!(remedy.contains("fetch-model"), "{remedy}");
         assert!(!dir.path().join("resnet18.safetensors").exists());
     }
 }

@@ -5,7 +5,7 @@
 //! reset it while a client that writes the whole request before reading (reqwest, wrk, Python
 //! `requests`, most SDKs) is still sending: the client sees `EPIPE` / `ECONNRESET` instead of
 //! the 413. So, like a web server's lingering close, the unread body is read and discarded
-//! first, within [`DRAIN_MAX_BYTES`] and [`DRAIN_TIMEOUT`]; nothing of it is kept in memory.
+//! first, within [`LINGER_MAX_BYTES`] and [`LINGER_TIMEOUT`]; nothing of it is kept in memory.
 //! The same goes for a chunked body that runs past the limit ([`collect_within`]). Multipart
 //! bodies are read by axum's multipart reader: a declared oversize is drained here, a chunked
 //! one that runs over is answered 413 without the drain.
@@ -26,10 +26,12 @@ use crate::config::MAX_BODY_BYTES;
 
 /// The most bytes read and thrown away to deliver a 413: FC's own 32 MB request limit, so a
 /// request that passed the FC gateway is always drained.
-pub const DRAIN_MAX_BYTES: u64 = MAX_BODY_BYTES as u64;
+pub const LINGER_MAX_BYTES: u64 = MAX_BODY_BYTES as u64;
 
-/// How long the drain may take before the connection is closed anyway (a slow sender).
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading the unread body may take before the connection is closed anyway (a slow
+/// sender). Independent of a stop's drain budget (`fc::Lifecycle`), whose deadline closes the
+/// connection even in the middle of this.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Passes `request` through unless it declares a body larger than `limit`; then drains the body
 /// (see the module documentation) and returns the 413.
@@ -40,7 +42,7 @@ pub async fn refuse_declared_oversize(request: Request, limit: usize) -> Result<
     if declared <= limit as u64 {
         return Ok(request);
     }
-    if !expects_continue(&request) && declared <= DRAIN_MAX_BYTES {
+    if !expects_continue(&request) && declared <= LINGER_MAX_BYTES {
         let drained = drain(request.into_body().into_data_stream()).await;
         tracing::debug!(declared, drained, "oversized body drained before the 413");
     }
@@ -90,19 +92,19 @@ fn expects_continue(request: &Request) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
-/// Reads and discards a body's `stream` up to [`DRAIN_MAX_BYTES`] or [`DRAIN_TIMEOUT`],
+/// Reads and discards a body's `stream` up to [`LINGER_MAX_BYTES`] or [`LINGER_TIMEOUT`],
 /// whichever comes first, or until it ends or fails; returns the bytes read.
 async fn drain<E>(mut stream: impl Stream<Item = Result<Bytes, E>> + Unpin) -> u64 {
     let mut total = 0u64;
     let read_all = async {
         while let Some(Ok(chunk)) = stream.next().await {
             total += chunk.len() as u64;
-            if total >= DRAIN_MAX_BYTES {
+            if total >= LINGER_MAX_BYTES {
                 break;
             }
         }
     };
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read_all).await;
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, read_all).await;
     total
 }
 

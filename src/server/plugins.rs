@@ -116,10 +116,7 @@ impl ClassifyHandle {
         // `admitted` is always counted here too) until its image is queued or it fails.
         let mut preparing = self.batcher.preparing();
         let admission = self.pool.try_admit().map_err(pool_error)?;
-        let classifier = self.slot.get(&self.pool).await.map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_not_ready", e.0)
-                .with_retry_after(5)
-        })?;
+        let classifier = self.slot.get(&self.pool).await.map_err(ApiError::from)?;
         let queued_since = Instant::now();
         // Room for the decoded image before decoding it: a burst waits as encoded bodies.
         preparing.reserve().await.map_err(batch_error)?;

@@ -213,30 +213,18 @@ pub fn ensure_model(
     }
 }
 
-/// Why [`ensure_model`] could not provide the weights; the message ends with what to do next.
+/// Why [`ensure_model`] could not provide the weights; the message ends with what to do next
+/// ([`EnsureError::summary`] and [`EnsureError::remedy`] give the two parts separately).
 #[derive(Debug, thiserror::Error)]
 pub enum EnsureError {
     /// The file is missing and downloading is not allowed (`--offline`, and always inside FC).
-    #[error(
-        "the weights file {path} is missing and downloads are disabled (--offline / \
-         RESNET18_FC_OFFLINE). {advice} Or start without --offline to download them \
-         automatically. Inside Function Compute the package lacks the weights: rebuild it with \
-         `scripts/package.sh` and deploy again.",
-        path = advice.path
-    )]
+    #[error("{}. {}", self.summary(), self.remedy())]
     Offline {
         /// The next steps, naming the file.
         advice: Advice,
     },
     /// The file is missing and the download (or its verification, or conversion) failed.
-    #[error(
-        "the weights file {path} is missing and could not be downloaded: {error}. Check the \
-         network (HTTPS_PROXY is honoured) and retry: `resnet18-fc fetch-model --model-dir \
-         {dir}` shows a progress bar, and the server retries on the next request or `POST \
-         /initialize`. {advice} To never download, pass --offline.",
-        path = advice.path,
-        dir = advice.dir
-    )]
+    #[error("{}. {}", self.summary(), self.remedy())]
     FetchFailed {
         /// What went wrong.
         #[source]
@@ -244,6 +232,40 @@ pub enum EnsureError {
         /// The next steps, naming the file.
         advice: Advice,
     },
+}
+
+impl EnsureError {
+    /// What went wrong, in one sentence (no trailing period).
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Offline { advice } => format!(
+                "the weights file {} is missing and downloads are disabled (--offline / \
+                 RESNET18_FC_OFFLINE)",
+                advice.path
+            ),
+            Self::FetchFailed { error, advice } => format!(
+                "the weights file {} is missing and could not be downloaded: {error}",
+                advice.path
+            ),
+        }
+    }
+
+    /// The next steps.
+    pub fn remedy(&self) -> String {
+        match self {
+            Self::Offline { advice } => format!(
+                "{advice} Or start without --offline to download them automatically. Inside \
+                 Function Compute the package lacks the weights: rebuild it with \
+                 `scripts/package.sh` and deploy again."
+            ),
+            Self::FetchFailed { advice, .. } => format!(
+                "Check the network (HTTPS_PROXY is honoured) and retry: `resnet18-fc fetch-model \
+                 --model-dir {dir}` shows a progress bar, and the server retries on the next \
+                 request or `POST /initialize`. {advice} To never download, pass --offline.",
+                dir = advice.dir
+            ),
+        }
+    }
 }
 
 /// The ways to get the weights without this process downloading them, rendered as sentences.

@@ -177,7 +177,7 @@ pub fn multipart_content_type() -> String {
 }
 
 /// Environment variables a child server must not inherit from the test environment.
-const INHERITED_FC_VARS: [&str; 15] = [
+const INHERITED_FC_VARS: [&str; 16] = [
     "RESNET18_FC_OFFLINE",
     "RESNET18_FC_MAX_BODY_BYTES",
     "RESNET18_FC_MAX_PIXELS",
@@ -192,6 +192,7 @@ const INHERITED_FC_VARS: [&str; 15] = [
     "RESNET18_FC_QUEUE",
     "RESNET18_FC_BATCH_MAX",
     "RESNET18_FC_BATCH_WAIT_MS",
+    "RESNET18_FC_DRAIN_SECONDS",
     "RUST_LOG",
 ];
 
