@@ -1478,9 +1478,17 @@ mod fc_start {
     }
 }
 
-/// The README as a new user reads it: every file of this repository it names must exist.
+/// The READMEs as a new user reads them: every file of this repository they name must exist,
+/// and the English and the Chinese README state the same shell commands and link to each other.
 mod readme {
     use super::repo;
+
+    /// The two READMEs: English, and Simplified Chinese for Alibaba Cloud's users.
+    const READMES: [&str; 2] = ["README.md", "README.zh-CN.md"];
+
+    fn read(name: &str) -> String {
+        std::fs::read_to_string(repo().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
 
     /// Directories whose files the README names; `model/` is left out (its weights are made by
     /// the commands the README shows, not shipped).
@@ -1531,18 +1539,131 @@ mod readme {
     }
 
     #[test]
-    fn every_repository_path_in_the_readme_exists() {
+    fn every_repository_path_in_the_readmes_exists() {
         let root = repo();
-        let text = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-        let paths = mentioned_paths(&text);
-        assert!(
-            paths.len() >= 10,
-            "too few paths found, extraction broken? {paths:?}"
+        for name in READMES {
+            let paths = mentioned_paths(&read(name));
+            assert!(
+                paths.len() >= 10,
+                "{name}: too few paths found, extraction broken? {paths:?}"
+            );
+            let missing: Vec<&String> = paths.iter().filter(|p| !root.join(p).exists()).collect();
+            assert!(
+                missing.is_empty(),
+                "{name} names missing files: {missing:?}"
+            );
+        }
+    }
+
+    /// Info strings of the fenced blocks that hold shell commands.
+    const SHELL_LANGUAGES: [&str; 4] = ["sh", "bash", "shell", "console"];
+
+    /// The fenced shell blocks of a Markdown text, in order, each as its lines between the
+    /// fences with the opening fence's indentation removed (a block inside a list item is
+    /// indented). A fence left open is an error.
+    fn shell_blocks(markdown: &str) -> Result<Vec<String>, String> {
+        /// The block being read: where it opened, its indentation and fence length, whether it
+        /// is a shell block, and its lines so far.
+        struct Open<'a> {
+            line: usize,
+            indent: usize,
+            fence: usize,
+            shell: bool,
+            lines: Vec<&'a str>,
+        }
+        let mut blocks = Vec::new();
+        let mut open: Option<Open> = None;
+        for (number, line) in markdown.lines().enumerate() {
+            let indent = line.len() - line.trim_start_matches(' ').len();
+            let body = &line[indent..];
+            let ticks = body.len() - body.trim_start_matches('`').len();
+            match open.as_mut() {
+                None if ticks >= 3 => {
+                    let info = body[ticks..].split_whitespace().next().unwrap_or("");
+                    open = Some(Open {
+                        line: number + 1,
+                        indent,
+                        fence: ticks,
+                        shell: SHELL_LANGUAGES.contains(&info),
+                        lines: Vec::new(),
+                    });
+                }
+                None => {}
+                Some(block) if ticks >= block.fence && body[ticks..].trim().is_empty() => {
+                    if block.shell {
+                        blocks.push(block.lines.join("\n"));
+                    }
+                    open = None;
+                }
+                Some(block) => block.lines.push(&line[indent.min(block.indent)..]),
+            }
+        }
+        match open {
+            Some(block) => Err(format!(
+                "code fence opened on line {} is never closed",
+                block.line
+            )),
+            None => Ok(blocks),
+        }
+    }
+
+    #[test]
+    fn shell_block_extraction_keeps_commands_and_skips_other_blocks() {
+        let markdown = "Intro\n\
+                        ```sh\ncargo test\n```\n\
+                        ```json\n{\"a\": 1}\n```\n\
+                        1. step\n   ```bash\n   s deploy -y\n     --flag\n   ```\n\
+                        ```\nplain output\n```\n\
+                        ````sh\necho ```\n````\n";
+        assert_eq!(
+            shell_blocks(markdown).expect("closed fences"),
+            ["cargo test", "s deploy -y\n  --flag", "echo ```"]
         );
-        let missing: Vec<&String> = paths.iter().filter(|p| !root.join(p).exists()).collect();
+        assert!(shell_blocks("```sh\ncargo test\n").is_err(), "open fence");
+    }
+
+    /// Blocks of `from` that `to` does not have, as text for a failure message.
+    fn missing_blocks(from: &[String], to: &[String]) -> Vec<String> {
+        from.iter()
+            .filter(|b| !to.contains(b))
+            .map(|b| format!("```sh\n{b}\n```"))
+            .collect()
+    }
+
+    #[test]
+    fn both_readmes_state_the_same_shell_commands() {
+        let [english, chinese] =
+            READMES.map(|name| shell_blocks(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}")));
         assert!(
-            missing.is_empty(),
-            "README names missing files: {missing:?}"
+            english.len() >= 10,
+            "too few shell blocks in README.md, extraction broken? {english:?}"
         );
+        let only_english = missing_blocks(&english, &chinese);
+        assert!(
+            only_english.is_empty(),
+            "shell blocks of README.md missing from README.zh-CN.md:\n{}",
+            only_english.join("\n")
+        );
+        let only_chinese = missing_blocks(&chinese, &english);
+        assert!(
+            only_chinese.is_empty(),
+            "shell blocks of README.zh-CN.md missing from README.md:\n{}",
+            only_chinese.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_readmes_link_to_each_other_at_the_top() {
+        for (name, link) in [
+            ("README.md", "[简体中文](README.zh-CN.md)"),
+            ("README.zh-CN.md", "[English](README.md)"),
+        ] {
+            let text = read(name);
+            let top: Vec<&str> = text.lines().take(5).collect();
+            assert!(
+                top.iter().any(|line| line.contains(link)),
+                "{name} must link `{link}` in its first 5 lines: {top:?}"
+            );
+        }
     }
 }

@@ -20,8 +20,8 @@ use resnet18_fc::synthetic::SyntheticWeights;
 
 /// Mean absolute difference between the scaled and the exact tensor, in 8-bit levels
 /// (`|Δ| · std · 255`), that no big test image may exceed. Measured 0.18–0.24 at 1/2 and
-/// 1/4 scale, 0.89 at 1/8 (README "Big JPEGs"); the exact path itself is 0.17–0.23 level
-/// from Pillow on the JPEG fixtures.
+/// 1/4 scale, 0.89 at 1/8 (docs/performance.md, "Big JPEGs"); the exact path itself is
+/// 0.17–0.23 level from Pillow on the JPEG fixtures.
 const MEAN_LEVELS_BOUND: f64 = 1.0;
 /// Largest single-element difference, in levels, allowed. Measured 1–3 (7 at 1/8).
 const MAX_LEVELS_BOUND: f64 = 12.0;
