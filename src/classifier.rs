@@ -78,8 +78,16 @@ pub struct Timing {
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_secs_f64() * 1e4).round() / 10.0)
+    s.serialize_f64(millis(*d))
 }
+
+/// `d` in milliseconds, rounded to 0.1 ms: how every duration is reported (CLI, API, OSS).
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// The model's name, reported by `/healthz`, in every answer and in OSS result objects.
+pub const MODEL_NAME: &str = "resnet18";
 
 /// The answer for one image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,7 +148,7 @@ impl Classifier {
 
     fn from_model(model: ResNet18, limits: Limits, source: String, started: Instant) -> Self {
         let info = ModelInfo {
-            name: "resnet18",
+            name: MODEL_NAME,
             source,
             load_ms: started.elapsed().as_millis() as u64,
         };
@@ -299,6 +307,13 @@ mod tests {
         assert_eq!(top[0].label, "tabby");
         assert_eq!(top[0].rank, 1);
         assert_eq!(top[2].rank, 3);
+    }
+
+    #[test]
+    fn millis_rounds_to_a_tenth() {
+        assert_eq!(millis(Duration::from_micros(3_149)), 3.1);
+        assert_eq!(millis(Duration::from_micros(3_160)), 3.2);
+        assert_eq!(millis(Duration::ZERO), 0.0);
     }
 
     #[test]

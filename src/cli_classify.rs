@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use resnet18_fc::api::PredictionJson;
 use resnet18_fc::classifier::{Classifier, ClassifyError, Prediction};
+use resnet18_fc::engine::Prediction as PredictionJson;
 use resnet18_fc::labels::Lang;
 use resnet18_fc::preprocess::Limits;
 use serde_json::json;

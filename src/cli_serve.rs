@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
+use resnet18_fc::app::{self, OssPlugin};
 use resnet18_fc::config::{self, MAX_BODY_BYTES};
-use resnet18_fc::fc::{DEFAULT_DRAIN_BUDGET, Lifecycle};
-use resnet18_fc::oss::plugins::OssPlugin;
-use resnet18_fc::preprocess::Limits;
-use resnet18_fc::server::batch::{BATCH_MAX_LIMIT, DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS};
-use resnet18_fc::server::malloc::{self, MallocTuning};
-use resnet18_fc::server::{
-    self, BatchOptions, CorsPolicy, DEFAULT_QUEUE, FetchingLoader, ModelLoader, Server,
-    ServerOptions,
+use resnet18_fc::engine::batch::{BATCH_MAX_LIMIT, DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS};
+use resnet18_fc::engine::{
+    BatchOptions, DEFAULT_QUEUE, Engine, EngineOptions, FetchingLoader, ModelLoader,
 };
+use resnet18_fc::fc::{DEFAULT_DRAIN_BUDGET, Lifecycle};
+use resnet18_fc::http::{CorsPolicy, Server};
+use resnet18_fc::malloc::{self, MallocTuning};
+use resnet18_fc::preprocess::Limits;
 use resnet18_fc::weights::FetchOptions;
 
 /// Tokio worker threads at most: handlers only parse and wait, CPU work runs on rayon.
@@ -130,8 +130,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     // OSS: `{"url"}` images and upload events (OSS_ENDPOINT, RESULT_PREFIX, … from the env).
     let oss = Arc::new(OssPlugin::from_env().map_err(|e| anyhow::anyhow!("{e}"))?);
     let cors = CorsPolicy::from_origins(config::cors_origins(&config::process_env));
-    let options = ServerOptions {
-        max_body_bytes: args.max_body_bytes,
+    let options = EngineOptions {
         workers,
         queue: args.queue,
         batch: BatchOptions {
@@ -166,12 +165,14 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
         let bound = listener.local_addr()?;
         tracing::info!("listening on http://{bound}");
-        let server = Server::new(Arc::new(loader), options)
+        let engine = Engine::new(Arc::new(loader), options);
+        let server = Server::new(engine)
+            .with_max_body_bytes(args.max_body_bytes)
             .with_fetcher(oss.clone())
             .with_event_handler(oss)
             .with_cors(cors);
         let lifecycle = Lifecycle::with_drain_budget(Duration::from_secs(args.drain_seconds));
-        server::run(listener, server, lifecycle).await?;
+        app::run(listener, server, lifecycle).await?;
         Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -9,9 +9,6 @@ mod cli_classify;
 mod cli_serve;
 mod cli_weights;
 
-/// Default location of the converted weights, relative to the working directory.
-const DEFAULT_MODEL: &str = "model/resnet18.safetensors";
-
 /// TorchVision ResNet-18 image classifier for Alibaba Cloud Function Compute.
 #[derive(Debug, Parser)]
 #[command(
@@ -44,7 +41,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ClassifyArgs {
     /// Weights file (safetensors).
-    #[arg(long, env = "RESNET18_FC_MODEL", default_value = DEFAULT_MODEL)]
+    #[arg(long, env = "RESNET18_FC_MODEL", default_value = resnet18_fc::config::DEFAULT_MODEL)]
     model: PathBuf,
     /// How many classes to print per image (1..=1000).
     #[arg(long, default_value_t = 3)]

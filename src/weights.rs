@@ -21,9 +21,9 @@ pub mod pth;
 
 pub use convert::{ConvertOptions, ConvertReport, OutputDType, convert_checkpoint};
 pub use fetch::{
-    Advice, DEFAULT_MODEL_PATH, DEFAULT_SHA256, DEFAULT_SIZE, DEFAULT_URL, EnsureError,
-    EnsureOutcome, FetchOptions, FetchReport, MANIFEST_FILE, MAX_DOWNLOAD_BYTES, SHA256_ENV,
-    URL_ENV, ensure_model, fetch_model, fetch_model_async, redact_url,
+    Advice, DEFAULT_SHA256, DEFAULT_SIZE, DEFAULT_URL, EnsureError, EnsureOutcome, FetchOptions,
+    FetchReport, MANIFEST_FILE, MAX_DOWNLOAD_BYTES, SHA256_ENV, URL_ENV, ensure_model, fetch_model,
+    fetch_model_async, redact_url,
 };
 
 use crate::resnet::ModelError;

@@ -6,46 +6,12 @@
 //! leaks them. FC 3.0 may send the credential headers empty (real dump in platform.md §1.3):
 //! then the environment variables are used; the two sources are never mixed.
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
-/// A credential value. `Debug` never shows it; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for signing requests. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// Temporary STS credentials of the function's role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// Access key id (`STS.…`).
-    pub access_key_id: Secret,
-    /// Access key secret.
-    pub access_key_secret: Secret,
-    /// STS security token; absent for long-term keys.
-    pub security_token: Option<Secret>,
-    /// Where they were found.
-    pub source: CredentialSource,
-}
+use crate::credentials::Credentials;
 
 /// Where [`Credentials`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +50,8 @@ pub struct FcContext {
     pub retry_count: Option<u32>,
     /// Temporary credentials, headers first, environment second.
     pub credentials: Option<Credentials>,
+    /// Where [`Self::credentials`] were found.
+    pub credential_source: Option<CredentialSource>,
     /// When the request reached the adapter.
     pub received_at: Instant,
 }
@@ -99,6 +67,9 @@ impl FcContext {
         let header = |name: &str| header_text(headers, name);
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         let either = |h: &str, v: &str| header(h).or_else(|| var(v));
+        let credentials = credentials_from_headers(&header)
+            .map(|c| (c, CredentialSource::Headers))
+            .or_else(|| credentials_from_env(&var).map(|c| (c, CredentialSource::Environment)));
         Self {
             request_id: header("x-fc-request-id").unwrap_or_else(local_request_id),
             control_path: header("x-fc-control-path"),
@@ -112,14 +83,10 @@ impl FcContext {
             memory_mb: number(either("x-fc-function-memory", "FC_FUNCTION_MEMORY_SIZE")),
             timeout_secs: number(either("x-fc-function-timeout", "FC_TIMEOUT")),
             retry_count: number(header("x-fc-retry-count")),
-            credentials: credentials_from_headers(&header).or_else(|| credentials_from_env(&var)),
+            credentials: credentials.as_ref().map(|(c, _)| c.clone()),
+            credential_source: credentials.map(|(_, source)| source),
             received_at: Instant::now(),
         }
-    }
-
-    /// A context for work that did not come through a request (startup); fresh local id.
-    pub fn local() -> Self {
-        Self::from_parts(&HeaderMap::new(), &crate::config::process_env)
     }
 }
 
@@ -137,21 +104,19 @@ fn number(text: Option<String>) -> Option<u32> {
 }
 
 fn credentials_from_headers(header: &dyn Fn(&str) -> Option<String>) -> Option<Credentials> {
-    Some(Credentials {
-        access_key_id: Secret::new(header("x-fc-access-key-id")?),
-        access_key_secret: Secret::new(header("x-fc-access-key-secret")?),
-        security_token: header("x-fc-security-token").map(Secret::new),
-        source: CredentialSource::Headers,
-    })
+    Some(Credentials::new(
+        &header("x-fc-access-key-id")?,
+        &header("x-fc-access-key-secret")?,
+        header("x-fc-security-token").as_deref(),
+    ))
 }
 
 fn credentials_from_env(var: &dyn Fn(&str) -> Option<String>) -> Option<Credentials> {
-    Some(Credentials {
-        access_key_id: Secret::new(var("ALIBABA_CLOUD_ACCESS_KEY_ID")?),
-        access_key_secret: Secret::new(var("ALIBABA_CLOUD_ACCESS_KEY_SECRET")?),
-        security_token: var("ALIBABA_CLOUD_SECURITY_TOKEN").map(Secret::new),
-        source: CredentialSource::Environment,
-    })
+    Some(Credentials::new(
+        &var("ALIBABA_CLOUD_ACCESS_KEY_ID")?,
+        &var("ALIBABA_CLOUD_ACCESS_KEY_SECRET")?,
+        var("ALIBABA_CLOUD_SECURITY_TOKEN").as_deref(),
+    ))
 }
 
 /// `local-<unix ms, hex>-<counter>`: unique within the process, recognisably not FC's.
@@ -164,18 +129,6 @@ pub(crate) fn local_request_id() -> String {
     format!("local-{ms:x}-{n}")
 }
 
-/// Access to the [`FcContext`] the adapter stored in a request.
-pub trait RequestExt {
-    /// The context, if the request went through the FC adapter.
-    fn fc_context(&self) -> Option<&FcContext>;
-}
-
-impl<B> RequestExt for http::Request<B> {
-    fn fc_context(&self) -> Option<&FcContext> {
-        self.extensions().get::<FcContext>()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,18 +139,27 @@ mod tests {
     }
 
     #[test]
-    fn secret_debug_never_shows_the_value() {
-        let creds = Credentials {
-            access_key_id: Secret::new("STS.id-value"),
-            access_key_secret: Secret::new("secret-value"),
-            security_token: Some(Secret::new("token-value")),
-            source: CredentialSource::Headers,
-        };
-        let text = format!("{creds:?}");
+    fn context_debug_never_shows_the_credentials() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-fc-access-key-id",
+            HeaderValue::from_static("STS.id-value"),
+        );
+        headers.insert(
+            "x-fc-access-key-secret",
+            HeaderValue::from_static("secret-value"),
+        );
+        headers.insert(
+            "x-fc-security-token",
+            HeaderValue::from_static("token-value"),
+        );
+        let ctx = FcContext::from_parts(&headers, &no_env);
+        let text = format!("{ctx:?}");
         for value in ["STS.id-value", "secret-value", "token-value"] {
             assert!(!text.contains(value), "{text}");
         }
-        assert_eq!(creds.access_key_secret.expose(), "secret-value");
+        let creds = ctx.credentials.unwrap();
+        assert_eq!(creds.access_key_secret(), "secret-value");
     }
 
     #[test]
@@ -221,10 +183,10 @@ mod tests {
             _ => None,
         };
         let ctx = FcContext::from_parts(&headers, &env);
+        assert_eq!(ctx.credential_source, Some(CredentialSource::Headers));
         let creds = ctx.credentials.unwrap();
-        assert_eq!(creds.source, CredentialSource::Headers);
-        assert_eq!(creds.access_key_id.expose(), "STS.h");
-        assert_eq!(creds.security_token, None);
+        assert_eq!(creds.access_key_id(), "STS.h");
+        assert_eq!(creds.security_token(), None);
     }
 
     #[test]

@@ -36,7 +36,6 @@ use tracing::Instrument;
 
 use super::context::FcContext;
 use super::lifecycle::Lifecycle;
-use crate::api::ApiError;
 
 /// Response header reporting an event invocation's outcome to FC (200 success, 404 failure).
 pub const X_FC_STATUS: HeaderName = HeaderName::from_static("x-fc-status");
@@ -64,6 +63,23 @@ pub struct FcRoutes {
     pub invoke: Router,
     /// The Initializer hook.
     pub initialize: Router,
+    /// Renders the answer to a request no service could take (the function's own error
+    /// body: the adapter does not know it), given the request id.
+    pub failure: fn(AdapterFailure, &str) -> Response,
+}
+
+/// A request the adapter answers without a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdapterFailure {
+    /// More than one `x-fc-control-path` header (FC sends exactly one): refused, 400.
+    #[error("the request has {count} {CONTROL_PATH} headers; Function Compute sends exactly one")]
+    DuplicateControlPath {
+        /// Headers seen.
+        count: usize,
+    },
+    /// The service panicked; the panic was contained, 500.
+    #[error("the handler panicked")]
+    Panicked,
 }
 
 /// Which service a request goes to.
@@ -141,7 +157,11 @@ async fn dispatch(State(adapter): State<Arc<Adapter>>, mut request: Request) -> 
         let markers = Markers::start(target.phase(), &request_id);
         tracing::debug!(method = %request.method(), path = request.uri().path(), ?target, "received");
         let response = if control_paths > 1 {
-            duplicate_control_path(control_paths, &request_id)
+            tracing::warn!(count = control_paths, "refused: duplicate {CONTROL_PATH} headers");
+            let failure = AdapterFailure::DuplicateControlPath {
+                count: control_paths,
+            };
+            (adapter.routes.failure)(failure, &request_id)
         } else {
             run_target(&adapter, target, request, &request_id).await
         };
@@ -199,17 +219,6 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
     response
 }
 
-fn duplicate_control_path(count: usize, request_id: &str) -> Response {
-    let error = ApiError::bad_request(
-        "duplicate_control_path",
-        format!(
-            "the request has {count} {CONTROL_PATH} headers; Function Compute sends exactly one"
-        ),
-    );
-    tracing::warn!(count, "refused: duplicate {CONTROL_PATH} headers");
-    error_answer(&error, request_id)
-}
-
 async fn run_target(
     adapter: &Adapter,
     target: Target,
@@ -228,7 +237,7 @@ async fn run_target(
         Ok(Err(never)) => match never {},
         Err(_panic) => {
             tracing::error!("handler panicked");
-            internal_error(request_id)
+            (adapter.routes.failure)(AdapterFailure::Panicked, request_id)
         }
     };
     if target == Target::Invoke {
@@ -285,20 +294,6 @@ async fn pre_stop(lifecycle: &Lifecycle, request_id: &str) -> Response {
         "request_id": request_id,
     });
     (StatusCode::OK, axum::Json(body)).into_response()
-}
-
-/// The error JSON of the contract, with the error's status.
-fn error_answer(error: &ApiError, request_id: &str) -> Response {
-    (error.status, axum::Json(error.body(request_id))).into_response()
-}
-
-fn internal_error(request_id: &str) -> Response {
-    let error = ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error; the request was logged",
-    );
-    error_answer(&error, request_id)
 }
 
 fn remove_fc_headers(headers: &mut http::HeaderMap) {

@@ -6,25 +6,22 @@
 //! - [`client`](self::OssService): GetObject/PutObject with a size cap, timeouts and retries;
 //! - [`event`]: OSS trigger events → classify each new object → `results/<key>.json`.
 //!
-//! - [`plugins`]: the adapter into the HTTP server's seams (`ImageFetcher`, `EventHandler`).
-//!
-//! This module knows nothing about the model: classification is a callback, and nothing about
-//! FC headers: [`plugins`] turns the server's `FcContext` into [`Access`] (credentials and
-//! region of the request).
+//! A leaf: it knows nothing of the model (classification is a callback returning its own
+//! outcome type, [`event::ClassifyFailure`], which decides retries), of HTTP answers or of FC
+//! headers (the composition root, `crate::app::oss`, turns the request's FC context into an
+//! [`Access`]).
 
 mod client;
 pub mod config;
-mod credentials;
 mod error;
 pub mod event;
-pub mod plugins;
 pub mod sign;
 pub mod url;
 
 use bytes::Bytes;
 
+pub use crate::credentials::Credentials;
 pub use config::OssConfig;
-pub use credentials::Credentials;
 pub use error::OssError;
 pub use url::{Location, ObjectRef};
 

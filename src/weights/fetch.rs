@@ -31,8 +31,6 @@ pub const DEFAULT_SIZE: u64 = 46_830_571;
 pub const URL_ENV: &str = "RESNET18_FC_MODEL_URL";
 /// Environment variable overriding the expected sha256.
 pub const SHA256_ENV: &str = "RESNET18_FC_MODEL_SHA256";
-/// Default installed weights path.
-pub const DEFAULT_MODEL_PATH: &str = "model/resnet18.safetensors";
 /// File name of the manifest written beside the weights.
 pub const MANIFEST_FILE: &str = "MANIFEST";
 /// Largest download accepted when the expected size is not known.
@@ -62,7 +60,7 @@ impl Default for FetchOptions {
         Self {
             url: DEFAULT_URL.into(),
             sha256: DEFAULT_SHA256.into(),
-            model_path: PathBuf::from(DEFAULT_MODEL_PATH),
+            model_path: PathBuf::from(crate::config::DEFAULT_MODEL),
             progress: true,
             convert: ConvertOptions::default(),
         }

@@ -1,5 +1,5 @@
 //! The server the browser talks to: the real `resnet18-fc serve` binary on an ephemeral
-//! loopback port, with synthetic weights (tests/server_support), optionally behind a proxy that
+//! loopback port, with synthetic weights (tests/support), optionally behind a proxy that
 //! puts it under a base path the way an FC HTTP trigger or custom-domain route does.
 
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::server_support::{Spawned, client};
+use crate::support::{Spawned, client};
 
 /// A running server; dropping it stops the binary (and the proxy task, if any).
 pub struct Server {

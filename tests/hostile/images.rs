@@ -11,7 +11,6 @@
 //! - JPEG ITU T.81 §B.2.2 (SOF0: marker FFC0, length, precision, height u16 BE, width u16 BE);
 //!   Exif 2.32 §4.5.4 (APP1 `Exif\0\0` + TIFF structure, orientation tag 0x0112).
 //! - BMP: BITMAPINFOHEADER (width/height i32 LE at offsets 18/22).
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::Cursor;
 

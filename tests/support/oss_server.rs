@@ -6,7 +6,6 @@
 //! 404 `NoSuchKey`/`NoSuchBucket` XML for missing objects, GetObject from its store, PutObject
 //! into it. Tests inject faults (5xx, stalls, truncation, redirects, oversized bodies) and read
 //! back every connection and request it saw.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;

@@ -1,0 +1,168 @@
+//! [`Engine`]: the one entry point of inference. Image in, [`Classification`] or
+//! [`EngineError`] out, through the shared model slot, the bounded pool and the batcher.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::batch::{BatchError, Batcher};
+use super::inline::Image;
+use super::model::{ModelLoader, ModelSlot};
+use super::pool::{InferencePool, PoolError};
+use super::{Classification, EngineError, EngineOptions, Prediction, Timing};
+use crate::classifier::{ClassifyError, check_top_k, millis};
+
+/// What a caller asks of one classification besides the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassifyOptions {
+    /// Classes to return, best first (`1..=1000`; the HTTP API allows `1..=10`).
+    pub top_k: usize,
+}
+
+impl ClassifyOptions {
+    /// The `top_k` best classes.
+    pub fn top_k(top_k: usize) -> Self {
+        Self { top_k }
+    }
+}
+
+/// Classification through the shared model, the bounded pool and the batcher. Cheap to clone;
+/// clones share everything.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    slot: Arc<ModelSlot>,
+    pool: InferencePool,
+    batcher: Batcher,
+}
+
+impl Engine {
+    /// An engine whose model is loaded by `loader` (see [`Engine::start_loading`]).
+    pub fn new(loader: Arc<dyn ModelLoader>, options: EngineOptions) -> Self {
+        Self::with_slot(Arc::new(ModelSlot::new(loader)), options)
+    }
+
+    /// An engine over an existing model slot (e.g. one already holding a classifier).
+    pub fn with_slot(slot: Arc<ModelSlot>, options: EngineOptions) -> Self {
+        let pool = InferencePool::new(options.workers, options.queue);
+        let batcher = Batcher::new(pool.clone(), options.batch);
+        Self {
+            slot,
+            pool,
+            batcher,
+        }
+    }
+
+    /// The model slot.
+    pub fn slot(&self) -> &Arc<ModelSlot> {
+        &self.slot
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &InferencePool {
+        &self.pool
+    }
+
+    /// The batcher (its [`Batcher::stats`] count forwards by batch size).
+    pub fn batcher(&self) -> &Batcher {
+        &self.batcher
+    }
+
+    /// Loads the model in the background now (a server calls it once its port is bound).
+    /// Must be called on a tokio runtime.
+    pub fn start_loading(&self) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            // Failures are logged by the slot and answered as `NotReady` until a retry succeeds.
+            let _ = engine.load_now().await;
+        });
+    }
+
+    /// Loads the model now unless loaded (retrying a failure at once); what `/initialize` does.
+    pub async fn load_now(&self) -> Result<Arc<crate::classifier::Classifier>, EngineError> {
+        self.slot
+            .load_now(&self.pool)
+            .await
+            .map_err(EngineError::NotReady)
+    }
+
+    /// Classifies one image: once the batcher has room for one more preprocessed image
+    /// ([`Preparing::reserve`](super::batch::Preparing::reserve)), base64 and image decoding
+    /// run as one job on the pool, then the preprocessed image joins a batched forward
+    /// ([`Batcher`]). Fails with [`EngineError::Overloaded`] when the pool is full and
+    /// [`EngineError::NotReady`] when the model is not loaded; a bad image fails in its first
+    /// job and never joins a batch.
+    pub async fn classify(
+        &self,
+        image: Image,
+        options: ClassifyOptions,
+    ) -> Result<Classification, EngineError> {
+        let top_k = options.top_k;
+        check_top_k(top_k)?;
+        // Counted as "about to join a batch" from before admission (so a request counted in
+        // `admitted` is always counted here too) until its image is queued or it fails.
+        let mut preparing = self.batcher.preparing();
+        let admission = self.pool.try_admit().map_err(pool_error)?;
+        let classifier = self
+            .slot
+            .get(&self.pool)
+            .await
+            .map_err(EngineError::NotReady)?;
+        let queued_since = Instant::now();
+        // Room for the decoded image before decoding it: a burst waits as encoded bodies.
+        preparing.reserve().await.map_err(batch_error)?;
+        let preparer = Arc::clone(&classifier);
+        let job = move || {
+            let queued = queued_since.elapsed();
+            let bytes = image.into_bytes()?;
+            let prepared = preparer.prepare(&bytes)?;
+            Ok::<_, EngineError>((prepared, queued))
+        };
+        let (prepared, admission) = self
+            .pool
+            .run_keeping(admission, job)
+            .await
+            .map_err(pool_error)?;
+        let (prepared, queued) = prepared?;
+        let ranked = self
+            .batcher
+            .classify(classifier, prepared.chw, top_k, Some(admission), preparing)
+            .await
+            .map_err(batch_error)?;
+        let timing = Timing {
+            decode: millis(prepared.decode + prepared.transform),
+            inference: millis(ranked.inference),
+            queued: Some(millis(queued + ranked.waited)),
+            ..Timing::default()
+        };
+        let predictions = ranked.classes.iter().map(Prediction::from).collect();
+        let classification = Classification::new(predictions, timing, ranked.batch_size);
+        tracing::debug!(
+            queued_ms = timing.queued,
+            decode_ms = timing.decode,
+            inference_ms = timing.inference,
+            batch = classification.batch_size,
+            top = classification.predictions.first().map(|p| p.index),
+            "classified"
+        );
+        Ok(classification)
+    }
+}
+
+fn pool_error(e: PoolError) -> EngineError {
+    match e {
+        PoolError::Full { .. } => EngineError::Overloaded(e),
+        PoolError::Panicked => EngineError::Failed(e.to_string()),
+    }
+}
+
+fn batch_error(e: BatchError) -> EngineError {
+    match e {
+        BatchError::Model(e) => EngineError::from(e),
+        other => EngineError::Failed(other.to_string()),
+    }
+}
+
+impl From<ClassifyError> for EngineError {
+    fn from(e: ClassifyError) -> Self {
+        Self::Classify(e)
+    }
+}
