@@ -11,9 +11,11 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use libfuzzer_sys::fuzz_target;
+use resnet18_fc::app;
+use resnet18_fc::engine::{Engine, EngineOptions, FileLoader};
 use resnet18_fc::fc::Lifecycle;
+use resnet18_fc::http::Server;
 use resnet18_fc::preprocess::Limits;
-use resnet18_fc::server::{FileLoader, Server, ServerOptions};
 use tower::ServiceExt;
 
 const CONTENT_TYPES: [Option<&str>; 9] = [
@@ -48,13 +50,13 @@ fn world() -> &'static World {
             path: PathBuf::from("/nonexistent/fuzz.safetensors"),
             limits: Limits::default(),
         });
-        let options = ServerOptions {
-            max_body_bytes: 1 << 20,
+        let options = EngineOptions {
             workers: 1,
             queue: 4,
             batch: Default::default(),
         };
-        let app = Server::new(loader, options).router(Lifecycle::new());
+        let server = Server::new(Engine::new(loader, options)).with_max_body_bytes(1 << 20);
+        let app = app::router(&server, Lifecycle::new());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

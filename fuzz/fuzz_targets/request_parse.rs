@@ -5,9 +5,11 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use resnet18_fc::api::{
-    self, ApiError, ImageSource, InvokeEvent, MAX_TOP_K, body_kind, decode_inline_image,
-    parse_invoke, parse_json_request, parse_top_k, top_k_from_query,
+use resnet18_fc::engine::{EngineError, Image, decode_inline_image};
+use resnet18_fc::http::ApiError;
+use resnet18_fc::http::request::{
+    self as api, ImageSource, InvokeEvent, MAX_TOP_K, body_kind, parse_invoke, parse_json_request,
+    parse_top_k, top_k_from_query,
 };
 
 fn check_error(e: &ApiError) {
@@ -20,10 +22,13 @@ fn check_k(k: usize) {
 }
 
 fn check_source(source: ImageSource) {
-    if let ImageSource::Inline(_) | ImageSource::Bytes(_) = source {
-        if let Err(e) = source.into_bytes() {
-            check_error(&e);
-        }
+    let image = match source {
+        ImageSource::Inline(text) => Image::Base64(text),
+        ImageSource::Bytes(bytes) => Image::Encoded(bytes),
+        ImageSource::Url(_) => return,
+    };
+    if let Err(e) = image.into_bytes() {
+        check_error(&ApiError::from(EngineError::from(e)));
     }
 }
 
@@ -50,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         },
         2 => match decode_inline_image(&text) {
             Ok(bytes) => assert!(!bytes.is_empty()),
-            Err(e) => check_error(&e),
+            Err(e) => check_error(&ApiError::from(EngineError::from(e))),
         },
         3 => {
             match top_k_from_query(Some(&text)) {
