@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs what tests/browser.rs drives: Debian's `chromium` and `chromium-driver` (chromedriver),
+# Installs what tests/browser/ drives: Debian's `chromium` and `chromium-driver` (chromedriver),
 # which Debian ships at the same version. Idempotent; called by .ci/run, usable by hand:
 #
 #     .ci/install-browser.sh        # as root, or as a user with sudo

@@ -1,4 +1,4 @@
-//! Big-JPEG benchmark (issue 6 goal: a 4000×3000 JPEG end-to-end ≤ 2× a 500×375 one).
+//! Big-JPEG benchmark (goal: a 4000×3000 JPEG end-to-end ≤ 2× a 500×375 one).
 //!
 //! Run: `cargo bench --bench big_jpeg` (optionally `-- --rounds 7 --iters 3 --threads 2`).
 //! `-- --stages` instead times the stages of decoding the 4000×3000 photo (see [`stages`]).
@@ -226,7 +226,7 @@ fn hash(x: u32, y: u32, salt: u64) -> u8 {
 }
 
 /// The chelsea fixture resized to `width × height` plus grain and 4×4-pixel texture (the
-/// same recipe as `tests/preprocess_jpeg_scaled.rs`).
+/// same recipe as `tests/engine/preprocess_jpeg_scaled.rs`).
 fn photo(width: u32, height: u32) -> RgbImage {
     let fixture = image::open(concat!(
         env!("CARGO_MANIFEST_DIR"),

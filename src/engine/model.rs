@@ -1,6 +1,6 @@
 //! The model slot: the one [`Classifier`] of the process, loaded once and shared by `Arc`.
 //!
-//! Policy (FC must see a listening port within 120 s, platform.md §1.1):
+//! Policy (FC must see a listening port within 120 s, docs/function-compute.md §1 "Start-up"):
 //! - the server binds first, then loads the model in the background ([`ModelSlot::load_now`]);
 //! - a request that arrives while the load runs waits for it, at most [`LOAD_WAIT`] (a load
 //!   that downloads the weights can take minutes), then gets 503 `model_not_ready`;

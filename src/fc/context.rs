@@ -1,10 +1,11 @@
 //! [`FcContext`]: what Function Compute tells us about one invocation, read from the `x-fc-*`
 //! request headers with the instance environment (`FC_*`, `ALIBABA_CLOUD_*`) as fallback
-//! (platform.md §1.3, §1.4).
+//! (docs/function-compute.md §1, "Request headers" and "Environment").
 //!
-//! Credentials are wrapped in [`Secret`], whose `Debug` prints `***`, so logging a context never
-//! leaks them. FC 3.0 may send the credential headers empty (real dump in platform.md §1.3):
-//! then the environment variables are used; the two sources are never mixed.
+//! [`Credentials`] print only a prefix of the key id in `Debug`, so logging a context never
+//! leaks them. FC 3.0 may send the credential headers empty (the real dump is the fixture
+//! `tests/data/fc3_http_headers.json`): then the environment variables are used; the two sources
+//! are never mixed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

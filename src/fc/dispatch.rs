@@ -117,7 +117,7 @@ impl Target {
         match self {
             Self::Http | Self::Invoke => "Invoke",
             Self::Initialize => "Initialize",
-            // Not in FC's documented marker list (platform.md §1.9); same pattern.
+            // Not in FC's documented marker list (docs/function-compute.md §1 "Log markers"); same pattern.
             Self::PreStop => "PreStop",
         }
     }

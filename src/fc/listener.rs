@@ -1,6 +1,6 @@
 //! The HTTP/1.1 accept loop, configured for FC: keep-alive on and **no** header-read timer.
 //!
-//! FC keeps one connection open and reuses it (platform.md §0 fact 7). hyper 1's
+//! FC keeps one connection open and reuses it (docs/function-compute.md §1 "Keep-alive"). hyper 1's
 //! `header_read_timeout` (30 s by default once a timer is installed) also runs while a
 //! keep-alive connection waits for its next request, so an idle connection would be closed and
 //! FC would answer 502. We therefore install no timer and set the timeout to `None` explicitly.

@@ -11,7 +11,7 @@
 //!
 //! Build a [`Server`] over an engine, add the optional seams ([`ImageFetcher`] for `{"url"}`
 //! images, [`EventHandler`] for `{"events"}` invocations), then hand [`Server::routes`] to the
-//! FC adapter ([`crate::fc::adapter`]); the composition root ([`crate::app`]) does that.
+//! FC adapter (`crate::fc::adapter`); the composition root (`src/app`) does that.
 //! Handlers read the [`FcContext`](crate::fc::FcContext) the adapter put in the request
 //! extensions, never `x-fc-*` headers.
 

@@ -1,6 +1,6 @@
 //! OSS upload events: for each new object, fetch it, classify it, write `<prefix><key>.json`.
 //!
-//! Event format: platform.md §2.1/§2.2 (`{"events":[{eventName, oss:{bucket, object}, …}]}`,
+//! Event format: docs/function-compute.md §2 (`{"events":[{eventName, oss:{bucket, object}, …}]}`,
 //! `eventName` without the `oss:` prefix). Parsing is lenient: numeric fields may be absent or
 //! `null`, `ownerIdentity` may be a string or an object.
 //!
@@ -514,7 +514,7 @@ where
 }
 
 /// GetObject with the raw key; on 404, if the key has `%` escapes, once more with it decoded
-/// (platform.md §2.3: OSS documents raw keys, but be defensive) — never a decoded key under
+/// (docs/function-compute.md §2: OSS documents raw keys, but be defensive) — never a decoded key under
 /// the result prefix (the trigger-loop guard, also checked by `plan`).
 async fn fetch_source(
     source: &Location,

@@ -2,13 +2,13 @@
 //!
 //! - [`url`]: which object a URL names and where requests may go (refusing everything else);
 //! - [`sign`]: OSS signature V4 (`OSS4-HMAC-SHA256`) with STS tokens, written in-house over
-//!   `hmac`/`sha2` and proven by the known-answer vectors of platform.md §3.4;
+//!   `hmac`/`sha2` and proven by the known-answer vectors of docs/function-compute.md §3;
 //! - [`client`](self::OssService): GetObject/PutObject with a size cap, timeouts and retries;
 //! - [`event`]: OSS trigger events → classify each new object → `results/<key>.json`.
 //!
 //! A leaf: it knows nothing of the model (classification is a callback returning its own
 //! outcome type, [`event::ClassifyFailure`], which decides retries), of HTTP answers or of FC
-//! headers (the composition root, `crate::app::oss`, turns the request's FC context into an
+//! headers (the composition root, `src/app/oss.rs`, turns the request's FC context into an
 //! [`Access`]).
 
 mod client;

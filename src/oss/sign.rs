@@ -2,7 +2,7 @@
 //!
 //! Rules from Alibaba Cloud's "Signature Version 4" page
 //! (<https://help.aliyun.com/zh/oss/developer-reference/recommend-to-use-signature-version-4>) as
-//! summarised, with known-answer vectors, in `shared/docs/platform.md` §3.4:
+//! summarised, with known-answer vectors, in docs/function-compute.md §3 ("Signature V4"):
 //!
 //! ```text
 //! CanonicalRequest = VERB \n CanonicalURI \n CanonicalQuery \n CanonicalHeaders \n AdditionalHeaders \n HashedPayload
@@ -172,7 +172,7 @@ pub fn canonical_uri(bucket: Option<&str>, key: Option<&str>) -> String {
 /// Percent-encodes every byte except `A-Za-z0-9-._~` and `/`, with uppercase hex.
 ///
 /// This is the encoding of the V4 canonical URI, and also of object keys in request paths
-/// (platform.md §3.2).
+/// (docs/function-compute.md §3).
 pub fn encode_path(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn formats_known_dates() {
-        // 1702743657 = 2023-12-16T16:20:57Z (platform.md §3.4 vector B).
+        // 1702743657 = 2023-12-16T16:20:57Z (docs/function-compute.md §3, vector B).
         assert_eq!(format_date_time(at(1_702_743_657)), "20231216T162057Z");
         assert_eq!(format_date_time(at(0)), "19700101T000000Z");
         // 2024-02-29T23:59:59Z, a leap day.
@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn signing_key_matches_platform_intermediate() {
-        // platform.md §3.4 vector B, SigningKey(sk, 20231216, cn-hangzhou).
+        // docs/function-compute.md §3, vector B: SigningKey(sk, 20231216, cn-hangzhou).
         assert_eq!(
             hex::encode(signing_key("sk", "20231216", "cn-hangzhou")),
             "b412a03b134ebddd720f5167b5de6db66620ebb3b01cff4d49e3ccb09f8de97f"

@@ -1,6 +1,6 @@
 //! Which OSS object a URL names, and where to send the request — or why not to.
 //!
-//! Accepted forms (platform.md §3.1):
+//! Accepted forms (docs/function-compute.md §3, "Endpoints"):
 //! - `oss://bucket/key` (ossutil notation; the key is taken as written, not decoded);
 //! - `https://bucket.oss-<region>[-internal].aliyuncs.com/key` (bucket domain; the path is
 //!   percent-decoded to get the key);

@@ -529,7 +529,7 @@ async fn page_under_a_base_path_calls_classify_relative_to_itself() {
     let Some(b) = Browser::start(DESKTOP).await else {
         return;
     };
-    // FC 2.0's HTTP trigger URL shape (platform.md §1.3, x-fc-base-path); the page is loaded
+    // FC 2.0's HTTP trigger URL shape (x-fc-base-path, docs/function-compute.md §1 "Request headers"); the page is loaded
     // without a trailing slash, where a naive relative URL would lose the last segment.
     let server = start_under_base_path("/2016-08-15/proxy/svc/fn").await;
     assert!(!server.page_url.ends_with('/'));
@@ -675,7 +675,7 @@ async fn gateway_errors_outside_the_api_contract_are_shown_readably() {
     let Some(b) = Browser::start(DESKTOP).await else {
         return;
     };
-    // FC's own error body shape (platform.md §1.1), e.g. for a body over the 32 MB limit.
+    // FC's own error body shape, e.g. for a body over the 32 MB limit.
     let fc = r#"{"ErrorCode":"InvalidArgument","ErrorMessage":"request body is too large"}"#;
     let fc_url = serve_page_with(Some(raw_response(
         "400 Bad Request",

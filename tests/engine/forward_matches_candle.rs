@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use resnet18_fc::resnet::ResNet18;
 use resnet18_fc::synthetic::{SplitMix64, SyntheticWeights};
 
-/// Logit tolerance of the parity tests against PyTorch (issue 2), reused here unchanged.
+/// Logit tolerance of the parity tests against PyTorch (tests/engine/parity.rs), reused here unchanged.
 const TOLERANCE: f32 = 1e-4;
 
 /// A normalised-looking input batch (values roughly in [-2.1, 2.6], like ImageNet tensors).

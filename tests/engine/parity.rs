@@ -16,11 +16,11 @@ use resnet18_fc::synthetic::{SyntheticWeights, synthetic_values};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// Bound on the max abs logit difference when fed TorchVision's own tensor (issue 2).
+/// Bound on the max abs logit difference when fed TorchVision's own tensor.
 const LOGIT_TOLERANCE: f32 = 1e-4;
-/// Share of elements that must lie within one 8-bit level on lossless inputs (issue 2).
+/// Share of elements that must lie within one 8-bit level on lossless inputs.
 const LOSSLESS_MIN_WITHIN_ONE_LEVEL: f64 = 0.999;
-/// Largest mean abs difference, in 8-bit levels, on JPEG inputs (issue 2).
+/// Largest mean abs difference, in 8-bit levels, on JPEG inputs.
 const JPEG_MAX_MEAN_LEVELS: f64 = 0.5;
 /// Slack on "one level" for f32 rounding of the normalisation.
 const LEVEL_SLACK: f32 = 1e-6;

@@ -3,7 +3,7 @@
 //! Fixtures: `tests/fixtures/formats/NAME.EXT` with `NAME.expected.png`, the 224×224 crop
 //! Pillow + TorchVision's `Resize(256)`/`CenterCrop(224)` made of it
 //! (`tools/preprocess/make_format_fixtures.py`, Pillow 13.0 / libjpeg-turbo 3.2 / libwebp 1.6).
-//! Acceptance (issue 2): lossless inputs within one 8-bit level on ≥ 99.9 % of tensor
+//! Acceptance: lossless inputs within one 8-bit level on ≥ 99.9 % of tensor
 //! elements; lossy ones (JPEG, lossy WebP) mean absolute difference ≤ 0.5 level.
 
 use std::path::{Path, PathBuf};

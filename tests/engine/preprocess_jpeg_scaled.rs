@@ -1,4 +1,4 @@
-//! Big JPEGs decoded at reduced DCT scale (issue 6): the scaled path's 224×224 tensor stays
+//! Big JPEGs decoded at reduced DCT scale: the scaled path's 224×224 tensor stays
 //! close to the exact path's, the synthetic model's top-1 agrees, the decoded size follows
 //! the rule (largest 1/2^k keeping the shorter side ≥ 512), small JPEGs take the exact path
 //! byte for byte, and the pixel limit still refuses a bomb before decoding.

@@ -1,5 +1,5 @@
 //! `FcContext` from the real FC 3.0 header dump (tests/data/fc3_http_headers.json, copied from
-//! platform.md §1.3): every field read, empty credential headers fall back to the environment.
+//! docs/function-compute.md §1): every field read, empty credential headers fall back to the environment.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Local run with missing weights (issue 5, item 4), through the real binary: `serve` downloads
+//! Local run with missing weights, through the real binary: `serve` downloads
 //! a missing model once (sha256-checked, progress as log lines when stderr is not a terminal),
 //! and when it cannot — download refused, or `--offline` — it stays up and answers 503
 //! `model_not_ready` with a message saying what to do next.

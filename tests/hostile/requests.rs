@@ -1,7 +1,7 @@
 //! Hostile input through the real `resnet18-fc serve` binary (default limits: 32 MiB bodies,
 //! 40 MP images): decompression bombs, absurd declared sizes, degenerate shapes, truncated files,
 //! absurd EXIF, and hostile request bodies. Every case has the status the API contract gives it
-//! (DESIGN.md "Contracts", issue 3 §8): too many pixels → 413 `image_too_large`, corrupt or
+//! (the error contract of README.md "API"): too many pixels → 413 `image_too_large`, corrupt or
 //! truncated → 400 `invalid_image`, not an image → 415, a valid image → 200.
 //!
 //! Peak memory is measured on the server process (`VmHWM` in `/proc/<pid>/status`): the bombs
@@ -689,7 +689,7 @@ async fn hostile_request_bodies_are_clear_4xx_and_the_server_keeps_serving() {
 
 /// A client that writes its whole request before reading (reqwest, wrk, Python `requests`) must
 /// get the 413 for a body declared over the limit, not a reset connection: the server drains the
-/// unread body before answering (src/server/oversize.rs). 16 MB is far more than loopback's
+/// unread body before answering (src/http/oversize.rs). 16 MB is far more than loopback's
 /// socket buffers, so without the drain `write_all` fails with EPIPE / ECONNRESET; a chunked
 /// upload that runs over the limit is drained the same way. With
 /// `Expect: 100-continue` the client sends no body: the 413 comes at once, with no `100`.

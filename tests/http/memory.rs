@@ -1,4 +1,4 @@
-//! Peak memory while serving, micro-batching on (issue 6: peak RSS while serving ≤ 100 MB).
+//! Peak memory while serving, micro-batching on (goal: peak RSS while serving ≤ 100 MB).
 //!
 //! The server binary runs with its default flags (batching on, glibc malloc tuned, 2 workers
 //! as on the 2-vCPU instance) on the synthetic weights, which have the real checkpoint's
@@ -6,7 +6,7 @@
 //! then: every answer is 200, forwards of several images did run, and the kernel's record of
 //! the process's peak resident memory (`VmHWM` in `/proc/<pid>/status`) stays under the bound.
 //!
-//! The bound is the issue's goal, in bytes (10^8, stricter than 100 MiB). Measured with the
+//! The bound is that goal, in bytes (10^8, stricter than 100 MiB). Measured with the
 //! release build (`tools/bench/http_bench.py`): about 55 MB resident once loaded and trimmed,
 //! plus about 8 MB per image in a running forward and 0.6 MB per preprocessed image, plus what
 //! the malloc arena keeps between forwards: 79 MiB peak with the defaults (batches of at most
@@ -15,7 +15,7 @@
 
 use crate::support::*;
 
-/// Peak resident memory allowed, in bytes (the issue's goal).
+/// Peak resident memory allowed, in bytes (the goal above).
 const PEAK_BOUND: u64 = 100 * 1000 * 1000;
 /// Concurrent requests per wave: more than the staged limit (4 with the defaults).
 const CONCURRENCY: usize = 24;

@@ -1,5 +1,5 @@
 //! OSS upload events end to end against the local OSS-compatible server, with the real
-//! `Classifier` on synthetic weights: the three payloads of platform.md §2.2
+//! `Classifier` on synthetic weights: the three payloads of docs/function-compute.md §2
 //! (tests/data/oss_event_*.json: (a) the FC template, (b) a captured PostObject from cn-beijing,
 //! (c) a real ap-south-1 event for a 15-byte text file), the trigger-loop guard, idempotent
 //! re-delivery, permanent versus transient failures.

@@ -1,5 +1,5 @@
 //! OSS signature V4 known-answer vectors A–D (and the derived regression vector F) of
-//! shared/docs/platform.md §3.4. A is Alibaba Cloud's documented example; B–D are the Go SDK v2
+//! docs/function-compute.md §3. A is Alibaba Cloud's documented example; B–D are the Go SDK v2
 //! signer tests (aliyun/alibabacloud-oss-go-sdk-v2 oss/signer/signer_test.go).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -188,7 +188,7 @@ fn vector_d_go_sdk_additional_headers() {
 
 #[test]
 fn vector_f_derived_sts_get_with_space() {
-    // [DERIVED] in platform.md: a regression vector, not an authority.
+    // Derived here: a regression vector, not an authority.
     let request = SigningRequest {
         method: "GET",
         bucket: Some("examplebucket"),

@@ -1,7 +1,7 @@
 //! A local OSS-compatible server for tests (hyper on 127.0.0.1, path-style `/bucket/key`).
 //!
 //! It recomputes the V4 signature of every request from what it received, following the rules
-//! of shared/docs/platform.md §3.4 — written here separately from `src/oss/sign.rs`, so the two
+//! of docs/function-compute.md §3 — written here separately from `src/oss/sign.rs`, so the two
 //! can disagree — and answers like OSS does: 403 `SignatureDoesNotMatch` XML on a mismatch,
 //! 404 `NoSuchKey`/`NoSuchBucket` XML for missing objects, GetObject from its store, PutObject
 //! into it. Tests inject faults (5xx, stalls, truncation, redirects, oversized bodies) and read
@@ -500,7 +500,7 @@ fn unescape(s: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The verifier: V4 rules re-read from platform.md §3.4, independent of src/oss/sign.rs.
+// The verifier: V4 rules re-read from docs/function-compute.md §3, independent of src/oss/sign.rs.
 
 type Verdict = Result<(), (String, String)>;
 

@@ -11,11 +11,11 @@
 #     --queue requests may wait for the --workers inference threads; beyond that, 503);
 #   - no socket errors at all: connect, read, write or timeout. The oversized uploads count
 #     here: wrk writes a whole request before reading, and the server reads and discards an
-#     oversized body before its 413 (src/server/oversize.rs); a 413 sent while wrk was still
+#     oversized body before its 413 (src/http/oversize.rs); a 413 sent while wrk was still
 #     writing would be lost to a reset connection and show up here as a read/write error;
 #   - across runs, open fds identical; peak RSS (VmHWM) after the last run within 10 % (+8 MiB)
 #     of its value after the first; RSS after the last run no higher than the first run's peak
-#     (+8 MiB). glibc keeps freed memory in its heap (one arena, see src/server/malloc.rs), so
+#     (+8 MiB). glibc keeps freed memory in its heap (one arena, see src/malloc.rs), so
 #     RSS after a run climbs towards the peak over the first runs and then stays there; a leak
 #     would push RSS, and with it the peak, past the first run's peak.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make the image-format fixtures for `tests/preprocess_formats.rs`.
+"""Make the image-format fixtures for `tests/engine/preprocess_formats.rs`.
 
 What it produces (in ``tests/fixtures/formats/``):
 
