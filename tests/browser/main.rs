@@ -11,6 +11,7 @@ mod harness;
 mod support;
 mod webdriver;
 
+use crate::support::ResponseExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -287,12 +288,7 @@ async fn api_classify_in(
         .send()
         .await
         .expect("call the API");
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.expect("API body");
-    (
-        status,
-        serde_json::from_slice(&body).expect("API answers JSON"),
-    )
+    (resp.status().as_u16(), resp.json_body().await)
 }
 
 /// The API's predictions as (rank, index, label, score).

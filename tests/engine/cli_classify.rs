@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::{chinese_name, weights};
 use image::{ImageFormat, Rgb, RgbImage};
-use resnet18_fc::synthetic::SyntheticWeights;
 
 fn write_image(dir: &Path, name: &str, format: ImageFormat, seed: u8) -> PathBuf {
     let img = RgbImage::from_fn(300, 200, |x, y| {
@@ -23,9 +23,7 @@ fn write_image(dir: &Path, name: &str, format: ImageFormat, seed: u8) -> PathBuf
 fn setup() -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let model = dir.path().join("resnet18.safetensors");
-    SyntheticWeights::generate()
-        .write_safetensors(&model)
-        .expect("write weights");
+    weights().write_safetensors(&model).expect("write weights");
     let images = vec![
         write_image(dir.path(), "a.png", ImageFormat::Png, 3),
         write_image(dir.path(), "b.jpg", ImageFormat::Jpeg, 7),
@@ -132,17 +130,6 @@ fn classify_with(model: &Path, extra: &[&str], images: &[&Path]) -> std::process
         .args(images)
         .output()
         .expect("run resnet18-fc")
-}
-
-/// Line `index` of the Chinese class-name file, read from disk (not through the crate).
-fn chinese_name(index: u64) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/model/imagenet_classes.zh.txt");
-    let text = std::fs::read_to_string(path).expect("Chinese class names");
-    let index = usize::try_from(index).expect("index");
-    text.lines()
-        .nth(index)
-        .expect("line for the class")
-        .to_string()
 }
 
 fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {

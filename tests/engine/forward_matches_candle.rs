@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use resnet18_fc::resnet::ResNet18;
-use resnet18_fc::synthetic::{SplitMix64, SyntheticWeights};
+use resnet18_fc::synthetic::SplitMix64;
 
 /// Logit tolerance of the parity tests against PyTorch (tests/engine/parity.rs), reused here unchanged.
 const TOLERANCE: f32 = 1e-4;
@@ -26,12 +26,12 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn fast_forward_matches_stock_candle_resnet18_and_batching_does_not_change_logits() {
-    let weights = SyntheticWeights::generate();
+    let weights = crate::support::weights();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("resnet18.safetensors");
     weights.write_safetensors(&path).unwrap();
 
-    let ours = ResNet18::from_source(&weights).unwrap();
+    let ours = ResNet18::from_source(weights).unwrap();
     // SAFETY: the test's own temp file, not modified while mapped.
     let vb = unsafe {
         candle_nn::VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu)

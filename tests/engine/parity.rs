@@ -12,7 +12,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use resnet18_fc::classifier::Classifier;
 use resnet18_fc::preprocess::{self, INPUT_SIZE, Limits, STD, TENSOR_LEN};
 use resnet18_fc::resnet::expected_tensors;
-use resnet18_fc::synthetic::{SyntheticWeights, synthetic_values};
+use resnet18_fc::synthetic::synthetic_values;
+
+use crate::support::weights;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -90,11 +92,6 @@ fn fixtures() -> &'static [(String, Fixture)] {
             })
             .collect()
     })
-}
-
-fn weights() -> &'static SyntheticWeights {
-    static WEIGHTS: OnceLock<SyntheticWeights> = OnceLock::new();
-    WEIGHTS.get_or_init(SyntheticWeights::generate)
 }
 
 fn classifier() -> &'static Classifier {

@@ -16,7 +16,6 @@ use resnet18_fc::classifier::Classifier;
 use resnet18_fc::preprocess::{
     Limits, PreprocessError, STD, TENSOR_LEN, jpeg_scale_denominator, preprocess,
 };
-use resnet18_fc::synthetic::SyntheticWeights;
 
 /// Mean absolute difference between the scaled and the exact tensor, in 8-bit levels
 /// (`|Δ| · std · 255`), that no big test image may exceed. Measured 0.18–0.24 at 1/2 and
@@ -149,7 +148,7 @@ fn encode(img: &RgbImage, encoding: Encoding) -> Vec<u8> {
 fn classifier() -> &'static Classifier {
     static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
     CLASSIFIER.get_or_init(|| {
-        Classifier::from_source(&SyntheticWeights::generate(), "synthetic", SCALED)
+        Classifier::from_source(crate::support::weights(), "synthetic", SCALED)
             .expect("synthetic model builds")
     })
 }

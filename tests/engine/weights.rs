@@ -340,13 +340,8 @@ fn serve(reply: Reply) -> String {
 }
 
 fn answer(mut stream: TcpStream, reply: &Reply) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
+    if !crate::support::read_request_head(&mut stream) {
+        return;
     }
     let (status, body, send) = match reply {
         Reply::Full(b) => (200, b.clone(), b.len()),

@@ -1,10 +1,10 @@
 //! `FcContext` from the real FC 3.0 header dump (tests/data/fc3_http_headers.json, copied from
 //! docs/function-compute.md §1): every field read, empty credential headers fall back to the environment.
 
-use std::collections::HashMap;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use resnet18_fc::fc::{CredentialSource, FcContext};
+
+use crate::support::env_from;
 
 fn dump_headers() -> HeaderMap {
     let text = include_str!("../data/fc3_http_headers.json");
@@ -16,14 +16,6 @@ fn dump_headers() -> HeaderMap {
         headers.insert(name, value);
     }
     headers
-}
-
-fn env_from(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |name| map.get(name).cloned()
 }
 
 #[test]

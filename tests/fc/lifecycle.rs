@@ -165,8 +165,7 @@ async fn pre_stop_answers_drained_false_within_the_budget_while_a_client_stalls_
         .expect("pre-stop answered");
     let elapsed = started.elapsed();
     assert_eq!(response.status().as_u16(), 200);
-    let body: serde_json::Value =
-        serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
+    let body: serde_json::Value = response.json_body().await;
     eprintln!("/pre-stop answered after {elapsed:?}: {body}");
     assert_eq!(body["drained"], false, "{body}");
     assert_eq!(body["still_running"], 1, "{body}");

@@ -7,7 +7,8 @@
 //! `tests/fixtures/checkpoints/resnet18_tiny.pth` (every ResNet-18 tensor, constant values), so
 //! the full download → verify → convert → load path runs without internet.
 
-use std::io::{Read, Write};
+use crate::support::ResponseExt;
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,13 +49,8 @@ fn serve_file(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
 }
 
 fn answer(mut stream: TcpStream, body: &[u8]) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
+    if !crate::support::read_request_head(&mut stream) {
+        return;
     }
     let header = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\
@@ -87,9 +83,7 @@ async fn get_json(url: &str) -> (u16, serde_json::Value) {
         .send()
         .await
         .expect("request");
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.expect("body");
-    (status, serde_json::from_slice(&bytes).expect("json body"))
+    (response.status().as_u16(), response.json_body().await)
 }
 
 async fn classify(server: &Spawned) -> (u16, serde_json::Value) {
@@ -100,9 +94,7 @@ async fn classify(server: &Spawned) -> (u16, serde_json::Value) {
         .send()
         .await
         .expect("request");
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.expect("body");
-    (status, serde_json::from_slice(&bytes).expect("json body"))
+    (response.status().as_u16(), response.json_body().await)
 }
 
 fn assert_mentions(message: &str, parts: &[&str]) {

@@ -178,8 +178,7 @@ async fn offline_without_weights_the_server_stays_up_and_answers_503() {
             .expect("send");
         assert_eq!(response.status().as_u16(), 503);
         assert_eq!(response.headers()["retry-after"], "5");
-        let body: serde_json::Value =
-            serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
+        let body: serde_json::Value = response.json_body().await;
         assert_eq!(body["error"]["code"], "model_not_ready");
         // One concise sentence; the ways out are a field of their own.
         let message = body["error"]["message"].as_str().expect("message");
@@ -263,8 +262,7 @@ async fn without_a_subcommand_it_serves_with_the_limit_flags_applied() {
     };
     let code = |response: reqwest::Response| async move {
         let status = response.status().as_u16();
-        let body: serde_json::Value =
-            serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
+        let body: serde_json::Value = response.json_body().await;
         (
             status,
             body["error"]["code"].as_str().unwrap_or("").to_string(),

@@ -21,7 +21,7 @@ const HDR_TOKEN: &str = "CAISHdrToken-Pa91Lk47Qe";
 
 const SECRETS: [&str; 6] = [ENV_ID, ENV_SECRET, ENV_TOKEN, HDR_ID, HDR_SECRET, HDR_TOKEN];
 
-const TEMPLATE: &str = include_str!("../data/oss_event_template.json");
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 
 fn start_oss() -> &'static OssTestServer {
     OssTestServer::start_for_binary(ServerKeys {

@@ -25,7 +25,7 @@ use resnet18_fc::oss::{OssConfig, OssService};
 use resnet18_fc::preprocess::Limits;
 use serde_json::{Value, json};
 
-const TEMPLATE: &str = include_str!("../data/oss_event_template.json");
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -220,15 +220,8 @@ async fn post_json(addr: SocketAddr, path: &str, body: Value) -> (u16, Option<St
         .await
         .expect("request");
     let status = response.status().as_u16();
-    let fc_status = response
-        .headers()
-        .get("x-fc-status")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let bytes = response.bytes().await.expect("body");
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (status, fc_status, json)
+    let fc_status = response.fc_status();
+    (status, fc_status, response.json_body().await)
 }
 
 fn image_json() -> Value {
@@ -358,16 +351,8 @@ fn fc_post(
 
 async fn answer(response: reqwest::Response) -> (u16, String, Value) {
     let status = response.status().as_u16();
-    let fc_status = response
-        .headers()
-        .get("x-fc-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let bytes = response.bytes().await.expect("body");
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (status, fc_status, json)
+    let fc_status = response.fc_status().unwrap_or_default();
+    (status, fc_status, response.json_body().await)
 }
 
 async fn invoke_event(addr: SocketAddr, event: &str, retry: u32) -> (u16, String, Value) {

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
 
 use crate::support::oss_server::{OssTestServer, ServerKeys};
-use crate::support::{client, options, png, server_with_model, start_in_process};
+use crate::support::{ResponseExt, client, options, png, server_with_model, start_in_process};
 use resnet18_fc::app::OssPlugin;
 use resnet18_fc::oss::{Access, OssConfig, OssService};
 use resnet18_fc::preprocess::Limits;
@@ -204,7 +204,7 @@ async fn a_bucket_that_cannot_be_a_host_label_is_a_400_and_an_invalid_record() {
     assert_eq!(body["records"][0]["status"], "invalid", "{body}");
 }
 
-const TEMPLATE: &str = include_str!("../data/oss_event_template.json");
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 
 fn oss_keys() -> ServerKeys {
     ServerKeys {
@@ -252,12 +252,7 @@ async fn invoke_event(body: Vec<u8>) -> (u16, String, Value) {
         .await
         .expect("invoke");
     let status = response.status().as_u16();
-    let fc_status = response
-        .headers()
-        .get("x-fc-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let fc_status = response.fc_status().unwrap_or_default();
     (status, fc_status, response.json_or_null().await)
 }
 
@@ -382,15 +377,4 @@ async fn a_percent_encoded_key_under_the_result_prefix_is_skipped_without_a_requ
         oss.object("testbucket", "results/results/loop.png.json")
             .is_none()
     );
-}
-
-trait JsonOrNull {
-    async fn json_or_null(self) -> Value;
-}
-
-impl JsonOrNull for reqwest::Response {
-    async fn json_or_null(self) -> Value {
-        let bytes = self.bytes().await.unwrap_or_default();
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-    }
 }

@@ -40,11 +40,7 @@ async fn post_to(
         request = request.header("content-type", ct);
     }
     let response = request.send().await.expect("send");
-    let status = response.status();
-    let bytes = response.bytes().await.expect("body");
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (status, json)
+    (response.status(), response.json_body().await)
 }
 
 async fn post_json(body: Value) -> (StatusCode, Value) {
@@ -212,17 +208,6 @@ async fn top_k_comes_from_query_or_body_and_must_be_1_to_10() {
             post_json(json!({"image": STANDARD.encode(&image), "top_k": bad})).await;
         assert_error(status, &body, 400, "invalid_top_k");
     }
-}
-
-/// Line `index` of the Chinese class-name file, read from disk (not through the crate).
-fn chinese_name(index: u64) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/model/imagenet_classes.zh.txt");
-    let text = std::fs::read_to_string(path).expect("Chinese class names");
-    let index = usize::try_from(index).expect("index");
-    text.lines()
-        .nth(index)
-        .expect("line for the class")
-        .to_string()
 }
 
 /// Asserts that `chinese` answers with the classes of `english` (same ranks, indices, scores
@@ -458,11 +443,11 @@ async fn unknown_routes_and_methods_get_json_errors() {
         .await
         .unwrap();
     let status = response.status();
-    let body: Value = response.json_bytes().await;
+    let body: Value = response.json_body().await;
     assert_error(status, &body, 405, "method_not_allowed");
     let response = client().get(url(shared(), "/nope")).send().await.unwrap();
     let status = response.status();
-    let body: Value = response.json_bytes().await;
+    let body: Value = response.json_body().await;
     assert_error(status, &body, 404, "not_found");
 }
 
@@ -476,7 +461,7 @@ async fn request_id_comes_from_the_fc_header() {
         .send()
         .await
         .unwrap();
-    let body: Value = response.json_bytes().await;
+    let body: Value = response.json_body().await;
     assert_eq!(body["request_id"], "1-67a720bd-15933561-8ab9b99753be");
 }
 
@@ -488,7 +473,7 @@ async fn healthz_reports_ready_model_and_version_and_index_is_html() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json_bytes().await;
+    let body: Value = response.json_body().await;
     assert_eq!(body["status"], "ready");
     assert_eq!(body["model"]["name"], "resnet18");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
@@ -562,7 +547,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
         .unwrap();
     assert_eq!(response.headers()["retry-after"], "1");
     let status = response.status();
-    let body: Value = response.json_bytes().await;
+    let body: Value = response.json_body().await;
     assert_error(status, &body, 503, "overloaded");
     drop(held);
     let (status, _) = post_to(addr, "/classify", Some("image/png"), png(16, 16)).await;
@@ -592,7 +577,7 @@ async fn a_missing_model_is_503_until_initialize_loads_it() {
     assert!(remedy.contains("--model"), "{body}");
     let health = client().get(url(addr, "/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let health: Value = health.json_bytes().await;
+    let health: Value = health.json_body().await;
     assert_eq!(health["status"], "unavailable");
 
     std::fs::copy(model_file(), &path).unwrap();
@@ -602,19 +587,6 @@ async fn a_missing_model_is_503_until_initialize_loads_it() {
     let (status, body) = post_to(addr, "/classify", Some("image/png"), png(16, 16)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_prediction_shape(&body, 3);
-}
-
-/// `Response::json` needs reqwest's `json` feature; parse the bytes instead.
-trait JsonBytes {
-    async fn json_bytes(self) -> Value;
-}
-
-impl JsonBytes for reqwest::Response {
-    async fn json_bytes(self) -> Value {
-        let bytes = self.bytes().await.expect("body");
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
-    }
 }
 
 /// CORS: a server configured for one origin (the way `serve` reads `RESNET18_FC_CORS_ORIGINS`).
@@ -684,7 +656,7 @@ async fn cors_configured_origin_gets_allow_origin_and_its_preflight_is_answered(
         response.headers()["access-control-allow-origin"],
         "http://localhost:5173"
     );
-    let body: Value = response.json_bytes().await;
+    let body: Value = response.json_body().await;
     assert_prediction_shape(&body, 3);
 }
 

@@ -95,11 +95,7 @@ async fn burst(addr: SocketAddr, handle: &Engine, requests: &[Request]) -> Vec<(
             tokio::spawn(async move {
                 let response = request.send().await.expect("send");
                 let status = response.status().as_u16();
-                let bytes = response.bytes().await.expect("body");
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                    panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
-                });
-                (status, body)
+                (status, response.json_body().await)
             })
         })
         .collect();

@@ -112,13 +112,8 @@ async fn send(
     }
     let response = request.send().await.expect("send");
     let status = response.status();
-    let fc_status = response
-        .headers()
-        .get("x-fc-status")
-        .map(|v| v.to_str().unwrap_or_default().to_string());
-    let bytes = response.bytes().await.expect("body");
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    let fc_status = response.fc_status();
+    let body = response.json_body().await;
     Answer {
         status,
         fc_status,
@@ -285,8 +280,7 @@ async fn two_control_path_headers_are_refused_and_trigger_nothing() {
             .expect("send");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()["x-request-id"], "1-two-paths");
-        let body: Value =
-            serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
+        let body: Value = response.json_body().await;
         assert_eq!(body["error"]["code"], "duplicate_control_path", "{body}");
     }
     // Still serving: the stop was never requested.

@@ -16,11 +16,10 @@ use resnet18_fc::classifier::{Class, Classifier, ClassifyError, Timing};
 use resnet18_fc::oss::event::{ClassifyFailure, EventReport, RecordStatus, process_event};
 use resnet18_fc::oss::{Access, Credentials, OssConfig, OssService};
 use resnet18_fc::preprocess::Limits;
-use resnet18_fc::synthetic::SyntheticWeights;
 use serde::Serialize;
 use serde_json::Value;
 
-const TEMPLATE: &str = include_str!("../data/oss_event_template.json");
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 const POSTOBJECT: &str = include_str!("../data/oss_event_postobject_beijing.json");
 const TEXT_FILE: &str = include_str!("../data/oss_event_text_ap_south.json");
 const TOP_K: usize = 3;
@@ -28,12 +27,8 @@ const TOP_K: usize = 3;
 fn classifier() -> &'static Classifier {
     static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
     CLASSIFIER.get_or_init(|| {
-        Classifier::from_source(
-            &SyntheticWeights::generate(),
-            "synthetic",
-            Limits::default(),
-        )
-        .expect("synthetic classifier")
+        Classifier::from_source(crate::support::weights(), "synthetic", Limits::default())
+            .expect("synthetic classifier")
     })
 }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::support::oss_server::{Fault, OssTestServer, ServerKeys};
-use crate::support::{client, jpeg, options, png, server_with_model, start_in_process};
+use crate::support::{
+    ResponseExt, client, jpeg, options, png, server_with_model, start_in_process,
+};
 use base64::Engine as _;
 use http::Method;
 use resnet18_fc::app::oss::{OssPlugin, RESULT_TOP_K};
@@ -16,7 +18,7 @@ use resnet18_fc::oss::{OssConfig, OssService};
 use resnet18_fc::preprocess::Limits;
 use serde_json::{Value, json};
 
-const TEMPLATE: &str = include_str!("../data/oss_event_template.json");
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 const TEXT_FILE: &str = include_str!("../data/oss_event_text_ap_south.json");
 const CAP: u64 = 1024 * 1024;
 
@@ -93,7 +95,7 @@ async fn classify_with_secret(body: Value, secret: &str) -> (u16, Value) {
         .await
         .expect("classify request");
     let status = response.status().as_u16();
-    (status, json_of(response).await)
+    (status, response.json_body().await)
 }
 
 /// `/invoke` with a raw event body; returns status, `x-fc-status` and the JSON body.
@@ -105,18 +107,8 @@ async fn invoke(body: &str) -> (u16, String, Value) {
         .await
         .expect("invoke request");
     let status = response.status().as_u16();
-    let fc_status = response
-        .headers()
-        .get("x-fc-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    (status, fc_status, json_of(response).await)
-}
-
-async fn json_of(response: reqwest::Response) -> Value {
-    let bytes = response.bytes().await.expect("body");
-    serde_json::from_slice(&bytes).expect("JSON answer")
+    let fc_status = response.fc_status().unwrap_or_default();
+    (status, fc_status, response.json_body().await)
 }
 
 /// Predictions for `bytes` sent inline, the reference for URL-fetched answers.
@@ -355,7 +347,7 @@ async fn the_binary_reads_oss_settings_and_falls_back_to_env_credentials() {
         .await
         .expect("request");
     let status = response.status().as_u16();
-    let body = json_of(response).await;
+    let body = response.json_body().await;
     assert_eq!(status, 200, "{body}\n{}", spawned.output());
     assert_eq!(body["predictions"].as_array().map(Vec::len), Some(3));
     let seen = oss.requests();

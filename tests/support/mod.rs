@@ -6,6 +6,9 @@
 
 pub mod oss_server;
 
+/// FC's OSS-trigger event template (docs/function-compute.md §2), as the tests send it.
+pub const OSS_EVENT_TEMPLATE: &str = include_str!("../data/oss_event_template.json");
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -475,4 +478,70 @@ pub fn assert_same_predictions(left: &serde_json::Value, right: &serde_json::Val
             "score {sa} vs {sb}: {a} / {b}"
         );
     }
+}
+
+/// The one way the tests read an HTTP answer (reqwest's `json` feature is off: the bodies are
+/// parsed here).
+#[allow(async_fn_in_trait)] // test-only trait, never used across threads by name
+pub trait ResponseExt {
+    /// The `x-fc-status` header, if sent.
+    fn fc_status(&self) -> Option<String>;
+    /// The body as JSON; panics, showing the body, when it is not JSON.
+    async fn json_body(self) -> serde_json::Value;
+    /// The body as JSON, or `Null` when it is not JSON (or could not be read).
+    async fn json_or_null(self) -> serde_json::Value;
+}
+
+impl ResponseExt for reqwest::Response {
+    fn fc_status(&self) -> Option<String> {
+        self.headers()
+            .get("x-fc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    async fn json_body(self) -> serde_json::Value {
+        let bytes = self.bytes().await.expect("body");
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    }
+
+    async fn json_or_null(self) -> serde_json::Value {
+        let bytes = self.bytes().await.unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Line `index` of the Chinese class-name file, read from disk (not through the crate).
+pub fn chinese_name(index: u64) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/model/imagenet_classes.zh.txt");
+    let text = std::fs::read_to_string(path).expect("Chinese class names");
+    let index = usize::try_from(index).expect("index");
+    text.lines()
+        .nth(index)
+        .expect("line for the class")
+        .to_string()
+}
+
+/// An environment lookup that knows only `pairs`.
+pub fn env_from(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+/// Reads an HTTP request head (up to the empty line) from `stream`, byte by byte; false when
+/// the connection ends first. For the tests' one-file download servers.
+pub fn read_request_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
 }
