@@ -11,7 +11,9 @@ use candle_core::{D, Device, Tensor};
 use serde::Serialize;
 
 use crate::labels;
-use crate::preprocess::{self, INPUT_SIZE, Limits, PreprocessError, Preprocessed, TENSOR_LEN};
+use crate::preprocess::{
+    self, Cancel, INPUT_SIZE, Interrupted, Limits, PreprocessError, Preprocessed, TENSOR_LEN,
+};
 use crate::resnet::{ModelError, NUM_CLASSES, ResNet18, TensorSource};
 
 /// Largest `k` a caller may ask for.
@@ -42,8 +44,14 @@ impl ClassifyError {
         match self {
             Self::Image(PreprocessError::Empty) => "empty_image",
             Self::Image(PreprocessError::UnsupportedFormat) => "unsupported_image_type",
-            Self::Image(PreprocessError::TooManyPixels { .. }) => "image_too_large",
+            Self::Image(PreprocessError::TooManyPixels { .. } | PreprocessError::OverBudget(_)) => {
+                "image_too_large"
+            }
             Self::Image(PreprocessError::Corrupt(_)) => "invalid_image",
+            Self::Image(PreprocessError::Interrupted(Interrupted::Cancelled)) => "cancelled",
+            Self::Image(PreprocessError::Interrupted(Interrupted::DeadlineExceeded)) => {
+                "deadline_exceeded"
+            }
             Self::Model(_) => "model_error",
             Self::InvalidTopK { .. } => "invalid_top_k",
         }
@@ -220,7 +228,17 @@ impl Classifier {
     /// Decodes and preprocesses one encoded image against this classifier's limits, for a later
     /// batched forward ([`Self::probabilities`]). Errors are the same as [`Self::classify`]'s.
     pub fn prepare(&self, image: &[u8]) -> Result<Preprocessed, ClassifyError> {
-        Ok(preprocess::preprocess(image, &self.limits)?)
+        self.prepare_until(image, &Cancel::never())
+    }
+
+    /// [`Self::prepare`], given up once `cancel` fires (the request was abandoned or its
+    /// deadline passed): [`PreprocessError::Interrupted`].
+    pub fn prepare_until(
+        &self,
+        image: &[u8],
+        cancel: &Cancel,
+    ) -> Result<Preprocessed, ClassifyError> {
+        Ok(preprocess::preprocess_until(image, &self.limits, cancel)?)
     }
 
     /// Softmax probabilities of `count` preprocessed images laid end to end in `chw`
