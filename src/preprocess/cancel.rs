@@ -111,7 +111,8 @@ pub(crate) struct GuardedReader<'a> {
 impl<'a> GuardedReader<'a> {
     /// All of `bytes`.
     pub(crate) fn new(bytes: &'a [u8], cancel: Cancel) -> Self {
-        Self::with_ranges(bytes, vec![0..bytes.len()], cancel)
+        let whole = 0..bytes.len();
+        Self::with_ranges(bytes, Vec::from([whole]), cancel)
     }
 
     /// Only the `kept` ranges of `bytes` (sorted, non-overlapping, within `bytes`; ranges
@@ -143,15 +144,6 @@ impl<'a> GuardedReader<'a> {
     /// Length of the presented stream.
     pub(crate) fn len(&self) -> u64 {
         self.starts.last().copied().unwrap_or(0)
-    }
-
-    /// The presented stream, copied (for decoders that want a slice).
-    pub(crate) fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len() as usize);
-        for range in &self.kept {
-            out.extend_from_slice(&self.bytes[range.clone()]);
-        }
-        out
     }
 
     fn guard(&mut self) -> io::Result<()> {
@@ -238,7 +230,6 @@ mod tests {
         let mut r = GuardedReader::with_ranges(bytes, vec![0..3, 5..6, 10..20], Cancel::never());
         assert_eq!(r.len(), 3 + 1 + 6);
         assert_eq!(read_all(&mut r).unwrap(), b"0125abcdef");
-        assert_eq!(r.to_vec(), b"0125abcdef");
         assert_eq!(r.seek(SeekFrom::Start(3)).unwrap(), 3);
         let mut two = [0u8; 2];
         r.read_exact(&mut two).unwrap();
@@ -246,7 +237,7 @@ mod tests {
         assert_eq!(r.seek(SeekFrom::End(-2)).unwrap(), 8);
         assert_eq!(read_all(&mut r).unwrap(), b"ef");
         assert_eq!(r.seek(SeekFrom::Current(-4)).unwrap(), 6);
-        assert_eq!(r.fill_buf().unwrap(), b"bcdef");
+        assert_eq!(r.fill_buf().unwrap(), b"cdef");
         assert!(r.seek(SeekFrom::Current(-7)).is_err());
         assert_eq!(r.seek(SeekFrom::Start(100)).unwrap(), 10);
         assert_eq!(read_all(&mut r).unwrap(), b"");

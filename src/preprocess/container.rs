@@ -321,10 +321,8 @@ fn walk_jpeg(bytes: &[u8], structure: &mut JpegStructure, hide: &mut dyn FnMut(R
         let segment_end = at + usize::from(u16::from_be_bytes([hi, lo]));
         match code {
             // SOF0–SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-            0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => {
-                if structure.frame.is_none() {
-                    structure.frame = frame(code, bytes.get(at + 2..segment_end));
-                }
+            0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) && structure.frame.is_none() => {
+                structure.frame = frame(code, bytes.get(at + 2..segment_end));
             }
             // APP2–APP13, APP15, COM.
             0xE2..=0xED | 0xEF | 0xFE => hide(marker_start..segment_end.min(bytes.len())),
@@ -508,7 +506,7 @@ mod tests {
             png.extend(png_chunk(b"tEXt", b""));
         }
         assert_eq!(
-            png(&png).unwrap_err(),
+            super::png(&png).unwrap_err(),
             ContainerError::TooManyChunks(MAX_KEPT_RANGES)
         );
     }
@@ -516,7 +514,7 @@ mod tests {
     #[test]
     fn webp_and_bmp_and_gif_sizes() {
         let mut vp8x = b"RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0".to_vec();
-        vp8x.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x01]);
+        vp8x.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0x00, 0x01, 0x00]);
         assert_eq!(webp_size(&vp8x), Some((1 << 24, 257)));
         let mut vp8l = b"RIFF\0\0\0\0WEBPVP8L\0\0\0\0\x2f".to_vec();
         // width − 1 = 99, height − 1 = 49.
