@@ -855,6 +855,38 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn an_image_past_its_deadline_is_answered_without_a_forward() {
+        let (pool, batcher) = setup(1, 1, 8, Duration::ZERO);
+        let held = pool.worker().await.unwrap();
+        let engine: Arc<dyn Engine> = Arc::new(Fake);
+        let late = {
+            let (batcher, engine) = (batcher.clone(), Arc::clone(&engine));
+            tokio::spawn(async move {
+                let request = Request {
+                    top_k: 1,
+                    admission: None,
+                    deadline: Some(Instant::now() + Duration::from_millis(50)),
+                };
+                batcher.classify_until(engine, image(1.0), request, None).await
+            })
+        };
+        while batcher.stats().queued < 1 {
+            tokio::task::yield_now().await;
+        }
+        // The deadline passes while the only worker is busy.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        let result = late.await.unwrap();
+        assert!(
+            matches!(result, Err(BatchError::DeadlineExceeded)),
+            "{result:?}"
+        );
+        assert_eq!(batcher.stats().forwards, 0, "the late image was run");
+        let next = batcher.classify(engine, image(2.0), 1, None, None).await;
+        assert_eq!(top(&next), Some(2));
+    }
+
     #[test]
     fn limits_allow_one_full_batch_in_forwards_and_one_more_forming() {
         assert_eq!(
