@@ -868,7 +868,9 @@ mod tests {
                     admission: None,
                     deadline: Some(Instant::now() + Duration::from_millis(50)),
                 };
-                batcher.classify_until(engine, image(1.0), request, None).await
+                batcher
+                    .classify_until(engine, image(1.0), request, None)
+                    .await
             })
         };
         while batcher.stats().queued < 1 {
