@@ -5,6 +5,7 @@
 //! callers on an async runtime run it on a blocking pool.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{D, Device, Tensor};
@@ -12,7 +13,8 @@ use serde::Serialize;
 
 use crate::labels;
 use crate::preprocess::{
-    self, Cancel, INPUT_SIZE, Interrupted, Limits, PreprocessError, Preprocessed, TENSOR_LEN,
+    self, Cancel, DecodeMemory, INPUT_SIZE, Interrupted, Limits, PreprocessError, Preprocessed,
+    TENSOR_LEN,
 };
 use crate::resnet::{ModelError, NUM_CLASSES, ResNet18, TensorSource};
 
@@ -115,6 +117,9 @@ pub struct Classifier {
     model: ResNet18,
     limits: Limits,
     info: ModelInfo,
+    /// Decode memory shared by every [`Self::prepare_until`] of this classifier (and its
+    /// clones): 1.5 × `limits.max_decoded_bytes`.
+    memory: Arc<DecodeMemory>,
 }
 
 impl Classifier {
@@ -156,6 +161,7 @@ impl Classifier {
             model,
             limits,
             info,
+            memory: Arc::new(DecodeMemory::for_limits(&limits)),
         }
     }
 
@@ -232,12 +238,21 @@ impl Classifier {
     }
 
     /// [`Self::prepare`], given up once `cancel` fires (the request was abandoned or its
-    /// deadline passed): [`PreprocessError::Interrupted`].
+    /// deadline passed): [`PreprocessError::Interrupted`]. Concurrent calls share this
+    /// classifier's decode memory: each first reserves what its image may hold
+    /// ([`preprocess::memory_bound`]) and waits (blocking the thread) while the decodes
+    /// already running leave no room, so two images at the edge of the budget are never
+    /// decoded at once.
     pub fn prepare_until(
         &self,
         image: &[u8],
         cancel: &Cancel,
     ) -> Result<Preprocessed, ClassifyError> {
+        let bound = preprocess::memory_bound(image, &self.limits);
+        let _reserved = self
+            .memory
+            .reserve(bound, cancel)
+            .map_err(PreprocessError::from)?;
         Ok(preprocess::preprocess_until(image, &self.limits, cancel)?)
     }
 

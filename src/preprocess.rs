@@ -48,6 +48,7 @@ mod cancel;
 mod container;
 mod decode;
 mod jpeg_scaled;
+mod memory;
 #[cfg(fuzzing)]
 pub use jpeg_scaled::fuzzing;
 mod pixels;
@@ -56,6 +57,7 @@ mod resample;
 use std::time::{Duration, Instant};
 
 pub use cancel::{Cancel, CancelOnDrop, Interrupted};
+pub use memory::{DecodeMemory, Reservation};
 use pixels::RgbView;
 use resample::Window;
 
@@ -192,6 +194,13 @@ pub fn preprocess_until(
         decode,
         transform: started.elapsed(),
     })
+}
+
+/// An upper bound of the bytes [`preprocess`] will hold while decoding `bytes`, from the
+/// container alone (no decoding), at most `limits.max_decoded_bytes`: what to reserve in a
+/// [`DecodeMemory`] before decoding.
+pub fn memory_bound(bytes: &[u8], limits: &Limits) -> u64 {
+    memory::memory_bound(bytes, limits)
 }
 
 /// Decodes `bytes` to the full 8-bit RGB image PIL's `convert("RGB")` would give, with the
