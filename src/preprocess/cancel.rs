@@ -141,6 +141,11 @@ impl<'a> GuardedReader<'a> {
         }
     }
 
+    /// The token this reader checks.
+    pub(crate) fn cancel(&self) -> &Cancel {
+        &self.cancel
+    }
+
     /// Length of the presented stream.
     pub(crate) fn len(&self) -> u64 {
         self.starts.last().copied().unwrap_or(0)

@@ -91,26 +91,17 @@ pub(crate) fn decode(
     let orientation = decoder
         .orientation()
         .map_err(|e| decoder_error(e, cancel))?;
-    if format == ImageFormat::Jpeg && !limits.exact_jpeg {
-        let denominator = jpeg_scaled::denominator(full_size.0, full_size.1);
-        if denominator > 1 {
-            // Three channels at most (CMYK files take the exact path).
-            let scaled = u64::from(full_size.0.div_ceil(denominator))
-                * u64::from(full_size.1.div_ceil(denominator))
-                * 3;
-            check_bytes(decoded_bytes(scaled, frame), limits)?;
-            let scaled = jpeg_scaled::decode(guarded(), full_size);
-            cancel.check()?;
-            if let Some(scaled) = scaled {
-                return Ok(Decoded {
-                    image: scaled.image,
-                    orientation,
-                    gray16_png: false,
-                    full_size,
-                    denominator: scaled.denominator,
-                });
-            }
-        }
+    if format == ImageFormat::Jpeg
+        && !limits.exact_jpeg
+        && let Some(scaled) = scaled_jpeg(guarded(), full_size, frame, limits)?
+    {
+        return Ok(Decoded {
+            image: scaled.image,
+            orientation,
+            gray16_png: false,
+            full_size,
+            denominator: scaled.denominator,
+        });
     }
     let needed = check_bytes(decoded_bytes(decoder.total_bytes(), frame), limits)?;
     let mut allocation = allocation_limit(needed);
@@ -130,6 +121,30 @@ pub(crate) fn decode(
         full_size,
         denominator: 1,
     })
+}
+
+/// A JPEG of `full_size` decoded at reduced scale when [`jpeg_scaled::denominator`] says so,
+/// its decoded bytes checked first; `None` = decode it exactly (see [`jpeg_scaled::decode`]).
+fn scaled_jpeg(
+    reader: GuardedReader<'_>,
+    full_size: (u32, u32),
+    frame: Option<&JpegFrame>,
+    limits: &Limits,
+) -> Result<Option<jpeg_scaled::Scaled>, PreprocessError> {
+    let denominator = jpeg_scaled::denominator(full_size.0, full_size.1);
+    if denominator == 1 {
+        return Ok(None);
+    }
+    // Three channels at most (CMYK files take the exact path).
+    let output = u64::from(full_size.0.div_ceil(denominator))
+        * u64::from(full_size.1.div_ceil(denominator))
+        * 3;
+    check_bytes(decoded_bytes(output, frame), limits)?;
+    let cancel = reader.cancel().clone();
+    let scaled = jpeg_scaled::decode(reader, full_size);
+    // A failed read (cancelled) ends `jpeg-decoder` like a corrupt file: say which it was.
+    cancel.check()?;
+    Ok(scaled)
 }
 
 /// Bytes a decode holds: its output buffer, plus every DCT coefficient of a progressive
