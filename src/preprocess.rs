@@ -9,7 +9,8 @@
 //!   exists; colour profiles and text chunks, which `convert("RGB")` never uses, are hidden
 //!   from the decoders; the decoder gets an `image::Limits::max_alloc` budget and reads
 //!   through a reader that stops it when the request's [`Cancel`] token fires ([`cancel`]
-//!   submodule).
+//!   submodule). Concurrent decodes share a [`DecodeMemory`] ([`memory`] submodule), in
+//!   which each reserves [`memory_bound`] first.
 //! * **To RGB** ([`pixels`] submodule): PIL's `convert("RGB")` rules per mode (gray, palette,
 //!   alpha dropped without compositing, CMYK, 16-bit clip / high byte), documented there
 //!   with their Pillow source. No converted copy of the image is made: rows are converted as
