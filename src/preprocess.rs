@@ -5,11 +5,11 @@
 //!
 //! * **Decode** ([`decode`] submodule): JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, within
 //!   the budget of [`Limits`]: the declared size, the decoded bytes and a JPEG's scan count
-//!   are checked from the container ([`container`] submodule) before any pixel buffer
+//!   are checked from the container (`container` submodule) before any pixel buffer
 //!   exists; colour profiles and text chunks, which `convert("RGB")` never uses, are hidden
 //!   from the decoders; the decoder gets an `image::Limits::max_alloc` budget and reads
-//!   through a reader that stops it when the request's [`Cancel`] token fires ([`cancel`]
-//!   submodule). Concurrent decodes share a [`DecodeMemory`] ([`memory`] submodule), in
+//!   through a reader that stops it when the request's [`Cancel`] token fires (`cancel`
+//!   submodule). Concurrent decodes share a [`DecodeMemory`] (`memory` submodule), in
 //!   which each reserves [`memory_bound`] first.
 //! * **To RGB** ([`pixels`] submodule): PIL's `convert("RGB")` rules per mode (gray, palette,
 //!   alpha dropped without compositing, CMYK, 16-bit clip / high byte), documented there
