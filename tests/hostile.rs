@@ -104,7 +104,7 @@ fn image_cases() -> Vec<Case> {
             TOO_LARGE,
         ),
         // Decoder work: a JPEG pass per scan over the whole image. 30 001 scans of a
-        // 4096x4096 image, 0.7 MB: refused from its markers on either JPEG path (zune-jpeg
+        // 4096x4096 image, 1.2 MB: refused from its markers on either JPEG path (zune-jpeg
         // itself stops at 100; jpeg-decoder, the reduced-size path, has no limit).
         case(
             "jpeg 4096x4096 with 30001 scans",
@@ -716,12 +716,13 @@ fn admitted(server: &Spawned) -> u64 {
 
 /// A CPU bomb stops costing once its client has gone or its deadline has passed, and the CPU
 /// goes to the next request. The scan limit is raised out of the way so that the bomb (a
-/// 4096x4096 progressive JPEG of 60 001 scans, 1.5 MB) is really decoded, on the reduced-size
-/// path: tens of seconds of CPU if let run (its 30 001-scan half took about 10 s in the
-/// release build). Two of them occupy both workers; without cancellation the next request
-/// waits for one to finish. The bounds compare against the same request on the idle server
-/// plus one second, and against a fraction of the bomb's own cost: a cancelled decode stops
-/// at its next read, within one scan (under a millisecond), so neither bound is tight.
+/// 4096x4096 progressive JPEG of 60 001 scans, 2.4 MB) is really decoded, on the reduced-size
+/// path: minutes of CPU if let run (its 30 001-scan half took 63 s of CPU in the release
+/// build, docs/performance.md). Two of them occupy both workers; without cancellation the next
+/// request waits for one to finish. The bounds compare against the same request on the idle
+/// server plus one second, and against a small fraction of the bomb's own cost: a cancelled
+/// decode stops at its next read, within one scan (about 2 ms at this size), so neither bound
+/// is tight.
 #[test]
 fn abandoned_and_late_bombs_stop_and_free_the_workers() {
     let server = Spawned::start(&["--workers", "2", "--max-jpeg-scans", "1000000"], &[]);
