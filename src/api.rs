@@ -120,8 +120,13 @@ impl From<ClassifyError> for ApiError {
             ClassifyError::Image(PreprocessError::UnsupportedFormat) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            ClassifyError::Image(PreprocessError::TooManyPixels { .. }) => {
-                StatusCode::PAYLOAD_TOO_LARGE
+            ClassifyError::Image(
+                PreprocessError::TooManyPixels { .. } | PreprocessError::OverBudget(_),
+            ) => StatusCode::PAYLOAD_TOO_LARGE,
+            // Nobody reads the answer (client gone, or FC answered its timeout already):
+            // the status is for the log.
+            ClassifyError::Image(PreprocessError::Interrupted(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
             ClassifyError::Image(_) | ClassifyError::InvalidTopK { .. } => StatusCode::BAD_REQUEST,
             ClassifyError::Model(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -833,6 +838,20 @@ mod tests {
         assert_eq!(
             status(PreprocessError::Corrupt("x".into()).into()),
             StatusCode::BAD_REQUEST
+        );
+        let over = ApiError::from(ClassifyError::from(PreprocessError::OverBudget(
+            "the JPEG has 101 scans".into(),
+        )));
+        assert_eq!(
+            (over.status, over.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
+        );
+        let late = ApiError::from(ClassifyError::from(PreprocessError::Interrupted(
+            crate::preprocess::Interrupted::DeadlineExceeded,
+        )));
+        assert_eq!(
+            (late.status, late.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "deadline_exceeded")
         );
     }
 

@@ -3,6 +3,7 @@
 //! headers, tensors or pixels.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -220,13 +221,16 @@ async fn classify_image(
                     "image URLs are not supported by this build; send the image itself",
                 ));
             };
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let bytes = fetcher.fetch(&url, context).await?;
             (ImageSource::Bytes(bytes), started.elapsed())
         }
-        other => (other, std::time::Duration::ZERO),
+        other => (other, Duration::ZERO),
     };
-    let classified = state.core.classify_source(source, k).await?;
+    let classified = state
+        .core
+        .classify_source_until(source, k, deadline(context))
+        .await?;
     Ok(ClassifyResponse {
         model: api::MODEL_NAME.to_string(),
         predictions: classified
@@ -242,6 +246,16 @@ async fn classify_image(
         },
         request_id: context.request_id.clone(),
     })
+}
+
+/// When the request's answer stops being of use: FC's function timeout (`x-fc-function-timeout`
+/// or `FC_TIMEOUT`) after it arrived. FC answers the client with its own timeout error then, so
+/// work past it is wasted. `None` when no timeout is known (local runs).
+fn deadline(context: &FcContext) -> Option<Instant> {
+    let seconds = context.timeout_secs.filter(|&s| s > 0)?;
+    context
+        .received_at
+        .checked_add(Duration::from_secs(u64::from(seconds)))
 }
 
 /// What image a `/classify` request carries, by Content-Type.

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 
-use super::batch::{BatchError, BatchOptions, Batcher};
+use super::batch::{BatchError, BatchOptions, Batcher, Request};
 use super::model::ModelSlot;
 use super::pool::{InferencePool, PoolError};
 use crate::api::{ApiError, ImageSource, PredictionJson, millis};
-use crate::classifier::check_top_k;
+use crate::classifier::{ClassifyError, check_top_k};
 use crate::fc::FcContext;
+use crate::preprocess::{Cancel, Interrupted, PreprocessError};
 
 /// A boxed, sendable future (what the seam traits return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -111,7 +112,23 @@ impl ClassifyHandle {
         source: ImageSource,
         top_k: usize,
     ) -> Result<Classified, ApiError> {
+        self.classify_source_until(source, top_k, None).await
+    }
+
+    /// [`Self::classify_source`] for a request that is of no use after `deadline` (its
+    /// function timeout). Its CPU work stops when the deadline passes or when this future is
+    /// dropped (the client disconnected): the decoder is stopped through a [`Cancel`]
+    /// token, and a queued image is dropped or answered before its forward. Either way the
+    /// answer is 503 `deadline_exceeded` / `cancelled`, which only the log sees.
+    pub async fn classify_source_until(
+        &self,
+        source: ImageSource,
+        top_k: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Classified, ApiError> {
         check_top_k(top_k)?;
+        // Cancels the token when this future ends or is dropped.
+        let (cancel, _cancel_on_drop) = Cancel::new(deadline);
         // Counted as "about to join a batch" from before admission (so a request counted in
         // `admitted` is always counted here too) until its image is queued or it fails.
         let mut preparing = self.batcher.preparing();
@@ -123,9 +140,14 @@ impl ClassifyHandle {
         let preparer = Arc::clone(&classifier);
         let job = move || {
             let queued = queued_since.elapsed();
+            // Given up while waiting for a worker: no decoding at all.
+            cancel.check().map_err(interrupted)?;
             let bytes = source.into_bytes()?;
-            let prepared = preparer.prepare(&bytes)?;
-            Ok::<_, ApiError>((prepared, queued))
+            let prepared = preparer.prepare_until(&bytes, &cancel);
+            if let Err(ClassifyError::Image(PreprocessError::Interrupted(why))) = &prepared {
+                tracing::info!(reason = %why, "decoding stopped");
+            }
+            Ok::<_, ApiError>((prepared?, queued))
         };
         let (prepared, admission) = self
             .pool
@@ -133,9 +155,14 @@ impl ClassifyHandle {
             .await
             .map_err(pool_error)?;
         let (prepared, queued) = prepared?;
+        let request = Request {
+            top_k,
+            admission: Some(admission),
+            deadline,
+        };
         let ranked = self
             .batcher
-            .classify(classifier, prepared.chw, top_k, Some(admission), preparing)
+            .classify_until(classifier, prepared.chw, request, preparing)
             .await
             .map_err(batch_error)?;
         let classified = Classified {
@@ -169,9 +196,14 @@ fn pool_error(e: PoolError) -> ApiError {
     }
 }
 
+fn interrupted(e: Interrupted) -> ApiError {
+    ApiError::from(ClassifyError::from(PreprocessError::from(e)))
+}
+
 fn batch_error(e: BatchError) -> ApiError {
     match e {
         BatchError::Model(e) => ApiError::from(e),
+        BatchError::DeadlineExceeded => interrupted(Interrupted::DeadlineExceeded),
         other => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
