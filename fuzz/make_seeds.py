@@ -12,6 +12,7 @@ import io
 import json
 import pathlib
 import struct
+import zlib
 
 from PIL import Image
 
@@ -52,6 +53,55 @@ def gradient_jpeg(mode, size, **kw):
     return out.getvalue()
 
 
+def jpeg_scan_bomb(side, ac_scans):
+    """A progressive gray `side`x`side` JPEG: one DC scan and `ac_scans` identical AC scans
+    made of EOB runs (ITU-T T.81 §G.1.2.2), the shape of the many-scans CPU bomb
+    (tests/hostile/images.rs has the same generator, documented)."""
+    def segment(code, payload):
+        return bytes([0xFF, code]) + struct.pack(">H", len(payload) + 2) + payload
+
+    def entropy(codes):
+        bits = "".join(format(value, "0%db" % n) if n else "" for value, n in codes)
+        bits += "1" * (-len(bits) % 8)
+        out = bytearray()
+        for i in range(0, len(bits), 8):
+            out.append(int(bits[i:i + 8], 2))
+            if out[-1] == 0xFF:
+                out.append(0)
+        return bytes(out)
+
+    blocks = ((side + 7) // 8) ** 2
+    out = b"\xff\xd8" + segment(0xDB, b"\x00" + b"\x01" * 64)
+    out += segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    dht = b"\x00" + bytes([1] + [0] * 15) + b"\x00"
+    dht += b"\x10" + bytes([0, 0, 0, 15] + [0] * 12) + bytes(r << 4 for r in range(15))
+    out += segment(0xC4, dht)
+    out += segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + entropy([(0, 1)] * blocks)
+    runs, left = [], blocks
+    while left:
+        run = min(left, 32767)
+        r = run.bit_length() - 1
+        runs += [(r, 4), (run - (1 << r), r)]
+        left -= run
+    ac = segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + entropy(runs)
+    return out + ac * ac_scans + b"\xff\xd9"
+
+
+def zlib_zeros(n):
+    return zlib.compress(bytes(n), 9)
+
+
+def png_iccp_bomb(profile_bytes):
+    """An 8x8 RGB PNG whose iCCP profile inflates to `profile_bytes` zeros."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"iCCP", b"bomb\x00\x00" + zlib_zeros(profile_bytes))
+            + chunk(b"IDAT", zlib_zeros(8 * (1 + 3 * 8))) + chunk(b"IEND", b""))
+
+
 def write(target, name, data):
     d = SEEDS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -76,6 +126,11 @@ def main():
         "a.bmp": image_bytes("BMP"),
         "a.tiff": image_bytes("TIFF"),
         "lzw.tiff": image_bytes("TIFF", compression="tiff_lzw"),
+        # Decoder work and metadata budgets: over the 100-scan limit, at it, and a colour
+        # profile inflating to 1 MiB (never read).
+        "scans-150.jpg": jpeg_scan_bomb(64, 149),
+        "scans-100.jpg": jpeg_scan_bomb(64, 99),
+        "iccp-1mib.png": png_iccp_bomb(1 << 20),
     }
     for name, data in images.items():
         write("decode_preprocess", name, data)
@@ -91,6 +146,8 @@ def main():
         "cmyk.jpg": gradient_jpeg("CMYK", (64, 64)),
         "restart.jpg": gradient_jpeg("RGB", (64, 75), restart_marker_rows=1),
         "exif6.jpg": gradient_jpeg("RGB", (96, 33), exif=exif.tobytes()),
+        "scans-150.jpg": jpeg_scan_bomb(64, 149),
+        "scans-100.jpg": jpeg_scan_bomb(64, 99),
     }
     for name, data in scaled.items():
         write("jpeg_scaled", name, data)

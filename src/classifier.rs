@@ -5,13 +5,17 @@
 //! callers on an async runtime run it on a blocking pool.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{D, Device, Tensor};
 use serde::Serialize;
 
 use crate::labels;
-use crate::preprocess::{self, INPUT_SIZE, Limits, PreprocessError, Preprocessed, TENSOR_LEN};
+use crate::preprocess::{
+    self, Cancel, DecodeMemory, INPUT_SIZE, Interrupted, Limits, PreprocessError, Preprocessed,
+    TENSOR_LEN,
+};
 use crate::resnet::{ModelError, NUM_CLASSES, ResNet18, TensorSource};
 
 /// Largest `k` a caller may ask for.
@@ -42,8 +46,14 @@ impl ClassifyError {
         match self {
             Self::Image(PreprocessError::Empty) => "empty_image",
             Self::Image(PreprocessError::UnsupportedFormat) => "unsupported_image_type",
-            Self::Image(PreprocessError::TooManyPixels { .. }) => "image_too_large",
+            Self::Image(PreprocessError::TooManyPixels { .. } | PreprocessError::OverBudget(_)) => {
+                "image_too_large"
+            }
             Self::Image(PreprocessError::Corrupt(_)) => "invalid_image",
+            Self::Image(PreprocessError::Interrupted(Interrupted::Cancelled)) => "cancelled",
+            Self::Image(PreprocessError::Interrupted(Interrupted::DeadlineExceeded)) => {
+                "deadline_exceeded"
+            }
             Self::Model(_) => "model_error",
             Self::InvalidTopK { .. } => "invalid_top_k",
         }
@@ -115,6 +125,9 @@ pub struct Classifier {
     model: ResNet18,
     limits: Limits,
     info: ModelInfo,
+    /// Decode memory shared by every [`Self::prepare_until`] of this classifier (and its
+    /// clones): 1.5 × `limits.max_decoded_bytes`.
+    memory: Arc<DecodeMemory>,
 }
 
 impl Classifier {
@@ -156,6 +169,7 @@ impl Classifier {
             model,
             limits,
             info,
+            memory: Arc::new(DecodeMemory::for_limits(&limits)),
         }
     }
 
@@ -228,7 +242,26 @@ impl Classifier {
     /// Decodes and preprocesses one encoded image against this classifier's limits, for a later
     /// batched forward ([`Self::probabilities`]). Errors are the same as [`Self::classify`]'s.
     pub fn prepare(&self, image: &[u8]) -> Result<Preprocessed, ClassifyError> {
-        Ok(preprocess::preprocess(image, &self.limits)?)
+        self.prepare_until(image, &Cancel::never())
+    }
+
+    /// [`Self::prepare`], given up once `cancel` fires (the request was abandoned or its
+    /// deadline passed): [`PreprocessError::Interrupted`]. Concurrent calls share this
+    /// classifier's decode memory: each first reserves what its image may hold
+    /// ([`preprocess::memory_bound`]) and waits (blocking the thread) while the decodes
+    /// already running leave no room, so two images at the edge of the budget are never
+    /// decoded at once.
+    pub fn prepare_until(
+        &self,
+        image: &[u8],
+        cancel: &Cancel,
+    ) -> Result<Preprocessed, ClassifyError> {
+        let bound = preprocess::memory_bound(image, &self.limits);
+        let _reserved = self
+            .memory
+            .reserve(bound, cancel)
+            .map_err(PreprocessError::from)?;
+        Ok(preprocess::preprocess_until(image, &self.limits, cancel)?)
     }
 
     /// Softmax probabilities of `count` preprocessed images laid end to end in `chw`

@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// Largest image (width × height), checked from the header before decoding.
     #[arg(long, env = "RESNET18_FC_MAX_PIXELS", default_value_t = Limits::default().max_pixels)]
     max_pixels: u64,
+    /// Most memory one image's decode may hold, in bytes: its pixels in their stored sample
+    /// type, plus a progressive JPEG's coefficients (413 above).
+    #[arg(long, env = "RESNET18_FC_MAX_DECODED_BYTES", default_value_t = Limits::DEFAULT.max_decoded_bytes)]
+    max_decoded_bytes: u64,
+    /// Most scans a JPEG may have (413 above): each progressive scan is a pass over the image.
+    #[arg(long, env = "RESNET18_FC_MAX_JPEG_SCANS", default_value_t = Limits::DEFAULT.max_jpeg_scans)]
+    max_jpeg_scans: u64,
     /// Decode JPEGs at full size even when large (bit-exact with TorchVision, slower); by
     /// default a JPEG whose shorter side is ≥ 1024 is decoded at 1/2, 1/4 or 1/8 scale.
     #[arg(long, env = "RESNET18_FC_EXACT_JPEG")]
@@ -120,6 +127,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         path: model,
         limits: Limits {
             max_pixels: args.max_pixels,
+            max_decoded_bytes: args.max_decoded_bytes,
+            max_jpeg_scans: args.max_jpeg_scans,
             exact_jpeg: args.exact_jpeg,
         },
         // A missing model is downloaded once: a progress bar when stderr is a terminal, log
@@ -146,6 +155,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         batch_wait_ms = args.batch_wait_ms,
         max_body_bytes = args.max_body_bytes,
         max_pixels = args.max_pixels,
+        max_decoded_bytes = args.max_decoded_bytes,
+        max_jpeg_scans = args.max_jpeg_scans,
         exact_jpeg = args.exact_jpeg,
         drain_seconds = args.drain_seconds,
         malloc = ?malloc,

@@ -3,9 +3,14 @@
 //! `Image.open(f).convert("RGB")` → `Resize(256)` (shorter side, PIL's antialiased bilinear)
 //! → `CenterCrop(224)` → `ToTensor()` → `Normalize(mean, std)`.
 //!
-//! * **Decode** ([`decode`] submodule): JPEG, PNG, WebP, GIF (first frame), BMP, TIFF; the
-//!   pixel count is checked against [`Limits::max_pixels`] from the header before any pixel
-//!   buffer exists, and the decoder gets an `image::Limits::max_alloc` budget.
+//! * **Decode** ([`decode`] submodule): JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, within
+//!   the budget of [`Limits`]: the declared size, the decoded bytes and a JPEG's scan count
+//!   are checked from the container (`container` submodule) before any pixel buffer
+//!   exists; colour profiles and text chunks, which `convert("RGB")` never uses, are hidden
+//!   from the decoders; the decoder gets an `image::Limits::max_alloc` budget and reads
+//!   through a reader that stops it when the request's [`Cancel`] token fires (`cancel`
+//!   submodule). Concurrent decodes share a [`DecodeMemory`] (`memory` submodule), in
+//!   which each reserves [`memory_bound`] first.
 //! * **To RGB** ([`pixels`] submodule): PIL's `convert("RGB")` rules per mode (gray, palette,
 //!   alpha dropped without compositing, CMYK, 16-bit clip / high byte), documented there
 //!   with their Pillow source. No converted copy of the image is made: rows are converted as
@@ -31,7 +36,8 @@
 //! classified sideways. It costs nothing: the orientation is a change of coordinates in the
 //! row reader, not a rotated copy.
 //!
-//! Memory: the decoded image (one buffer, in its stored sample type) plus an intermediate
+//! Memory: the decoded image (one buffer, in its stored sample type, at most
+//! [`Limits::max_decoded_bytes`] with a progressive JPEG's coefficients) plus an intermediate
 //! of at most `(224·s + 2·⌈max(s, 1)⌉ + 1) × 224 × 3` bytes, where `s` is the vertical
 //! scale factor (≈ shorter side / 256): 3.56 MiB for 6324×6324, the largest square under
 //! the default 40 MP limit. This holds whatever the aspect ratio: a 40000×1 strip resizes
@@ -39,8 +45,11 @@
 //!
 //! This module knows nothing about the model or HTTP.
 
+mod cancel;
+mod container;
 mod decode;
 mod jpeg_scaled;
+mod memory;
 #[cfg(fuzzing)]
 pub use jpeg_scaled::fuzzing;
 mod pixels;
@@ -48,6 +57,8 @@ mod resample;
 
 use std::time::{Duration, Instant};
 
+pub use cancel::{Cancel, CancelOnDrop, Interrupted};
+pub use memory::{DecodeMemory, Reservation};
 use pixels::RgbView;
 use resample::Window;
 
@@ -62,11 +73,23 @@ pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// Number of f32 values in one preprocessed image (`3 × 224 × 224`).
 pub const TENSOR_LEN: usize = 3 * INPUT_SIZE * INPUT_SIZE;
 
-/// Bounds on the work done for one image, applied before any pixel is decoded.
+/// The budget of one image, checked before any pixel is decoded (README "Limits"). Exceeding
+/// any of them is [`PreprocessError::TooManyPixels`] or [`PreprocessError::OverBudget`]
+/// (413 `image_too_large` on the server). The compressed size is bounded before this, by the
+/// server's body limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest `width × height` accepted, read from the image header before decoding.
     pub max_pixels: u64,
+    /// Largest memory a decode may hold, in bytes: the decoded pixels in their stored sample
+    /// type (plus the DCT coefficients a progressive JPEG keeps until its last scan). The
+    /// default, 3 × `max_pixels`, lets 8-bit RGB images reach the pixel limit while 16-bit
+    /// and alpha images, which take more bytes per pixel, stop earlier.
+    pub max_decoded_bytes: u64,
+    /// Most scans a JPEG may have (decoder work: each progressive scan is a pass over the
+    /// whole image). The default, 100, is zune-jpeg's own limit; an ordinary progressive
+    /// JPEG has about 10.
+    pub max_jpeg_scans: u64,
     /// Decode every JPEG at full size, as Pillow does (bit-exact with TorchVision up to the
     /// decoder). `false` (the default) decodes JPEGs whose shorter side is ≥ 1024 at 1/2,
     /// 1/4 or 1/8 scale ([`jpeg_scale_denominator`]): a 12 MP photo then costs about as
@@ -75,12 +98,20 @@ pub struct Limits {
     pub exact_jpeg: bool,
 }
 
+impl Limits {
+    /// The defaults: 40 MP, 120 MB decoded, 100 JPEG scans, reduced-size big JPEGs. Usable
+    /// in `const` items (`Limits { max_pixels: 1000, ..Limits::DEFAULT }`).
+    pub const DEFAULT: Self = Self {
+        max_pixels: 40_000_000,
+        max_decoded_bytes: 120_000_000,
+        max_jpeg_scans: 100,
+        exact_jpeg: false,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_pixels: 40_000_000,
-            exact_jpeg: false,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -112,9 +143,16 @@ pub enum PreprocessError {
         /// The configured limit.
         limit: u64,
     },
+    /// Decoding would exceed a budget of [`Limits`] other than the pixel count: decoded
+    /// bytes, JPEG scans, metadata chunks. The message names the limit.
+    #[error("image is too costly to decode: {0}")]
+    OverBudget(String),
     /// The format was recognised but the data is corrupt or truncated.
     #[error("cannot decode image: {0}")]
     Corrupt(String),
+    /// The work was given up: the request was cancelled or its deadline passed ([`Cancel`]).
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
 }
 
 /// A preprocessed image with the time each stage took.
@@ -133,9 +171,21 @@ pub struct Preprocessed {
 
 /// Decodes `bytes` and applies the TorchVision evaluation transform.
 pub fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Preprocessed, PreprocessError> {
+    preprocess_until(bytes, limits, &Cancel::never())
+}
+
+/// [`preprocess`], given up with [`PreprocessError::Interrupted`] once `cancel` fires: the
+/// decoders read their input through a reader that checks it, and it is checked again
+/// between decoding and resizing.
+pub fn preprocess_until(
+    bytes: &[u8],
+    limits: &Limits,
+    cancel: &Cancel,
+) -> Result<Preprocessed, PreprocessError> {
     let started = Instant::now();
-    let decoded = decode::decode(bytes, limits)?;
+    let decoded = decode::decode(bytes, limits, cancel)?;
     let decode = started.elapsed();
+    cancel.check()?;
     let started = Instant::now();
     let crop = resize_and_crop(&decoded)?;
     let chw = normalize_hwc(&crop);
@@ -147,6 +197,13 @@ pub fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Preprocessed, Preproc
     })
 }
 
+/// An upper bound of the bytes [`preprocess`] will hold while decoding `bytes`, from the
+/// container alone (no decoding), at most `limits.max_decoded_bytes`: what to reserve in a
+/// [`DecodeMemory`] before decoding.
+pub fn memory_bound(bytes: &[u8], limits: &Limits) -> u64 {
+    memory::memory_bound(bytes, limits)
+}
+
 /// Decodes `bytes` to the full 8-bit RGB image PIL's `convert("RGB")` would give, with the
 /// EXIF orientation applied. [`preprocess`] does not use it (it never materialises this
 /// copy); it is for tools and tests that need the whole converted image. JPEGs are always
@@ -156,7 +213,7 @@ pub fn decode_rgb(bytes: &[u8], limits: &Limits) -> Result<image::RgbImage, Prep
         exact_jpeg: true,
         ..*limits
     };
-    let decoded = decode::decode(bytes, &exact)?;
+    let decoded = decode::decode(bytes, &exact, &Cancel::never())?;
     let view = rgb_view(&decoded)?;
     let (width, height) = (view.width(), view.height());
     let mut rgb = vec![0u8; width * height * 3];
@@ -264,6 +321,55 @@ mod tests {
         let chw = normalize_hwc(&hwc);
         assert!((chw[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
         assert!((chw[INPUT_SIZE * INPUT_SIZE] - (-0.456 / 0.224)).abs() < 1e-6);
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let image =
+            image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        image
+            .write_to(&mut out, image::ImageFormat::Png)
+            .expect("encode");
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_cancelled_or_late_token_stops_preprocessing() {
+        let png = png(64, 48);
+        let limits = Limits::DEFAULT;
+        assert!(preprocess_until(&png, &limits, &Cancel::never()).is_ok());
+        let (cancel, guard) = Cancel::new(None);
+        assert!(preprocess_until(&png, &limits, &cancel).is_ok());
+        drop(guard);
+        assert!(matches!(
+            preprocess_until(&png, &limits, &cancel),
+            Err(PreprocessError::Interrupted(Interrupted::Cancelled))
+        ));
+        let past = Instant::now().checked_sub(Duration::from_millis(1));
+        let (late, _guard) = Cancel::new(past);
+        assert!(matches!(
+            preprocess_until(&png, &limits, &late),
+            Err(PreprocessError::Interrupted(Interrupted::DeadlineExceeded))
+        ));
+    }
+
+    #[test]
+    fn the_decoded_bytes_limit_counts_the_stored_sample_type() {
+        // 64×48 RGB = 9216 bytes decoded.
+        let png = png(64, 48);
+        let tight = Limits {
+            max_decoded_bytes: 9216,
+            ..Limits::DEFAULT
+        };
+        assert!(preprocess(&png, &tight).is_ok());
+        let tighter = Limits {
+            max_decoded_bytes: 9215,
+            ..Limits::DEFAULT
+        };
+        assert!(matches!(
+            preprocess(&png, &tighter),
+            Err(PreprocessError::OverBudget(m)) if m.contains("9216 bytes")
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use resnet18_fc::preprocess::{Limits, TENSOR_LEN, preprocess};
 /// instead of decoding big blank images. The limit check itself is the same code for any value.
 const LIMITS: Limits = Limits {
     max_pixels: 1 << 16,
-    exact_jpeg: false,
+    ..Limits::DEFAULT
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -15,7 +15,7 @@ use resnet18_fc::preprocess::{Limits, TENSOR_LEN, fuzzing, preprocess};
 /// 256×256, as `decode_preprocess`: decoded images stay small and fast.
 const LIMITS: Limits = Limits {
     max_pixels: 1 << 16,
-    exact_jpeg: false,
+    ..Limits::DEFAULT
 };
 
 /// Shorter side from which a JPEG is decoded at 1/d: 16·d px (d = 2, 4, 8), so 32-px images

@@ -29,7 +29,9 @@
 //! Failures stay with their own request: if a batched forward fails or panics, each of its
 //! images is run again alone, so only the image that causes the failure gets the error. A
 //! request whose client has gone is dropped from the queue before its forward, and its place
-//! in the pool is given back then (not before: abandoned requests cannot pile up work).
+//! in the pool is given back then (not before: abandoned requests cannot pile up work); one
+//! whose deadline ([`Batcher::classify_until`]) has passed is answered
+//! [`BatchError::DeadlineExceeded`] then, without a forward.
 //!
 //! Observability: [`Batcher::stats`] counts forwards by batch size; `/healthz` shows them under
 //! `batching`, which is how the tests and `tools/bench/http_bench.py` see that batching happens.
@@ -138,6 +140,9 @@ pub enum BatchError {
     /// The batcher went away before answering (the runtime is shutting down).
     #[error("the server stopped before the image was classified")]
     Stopped,
+    /// The request's deadline passed while its image waited for a forward; it was not run.
+    #[error("the request's deadline passed before its image reached the model")]
+    DeadlineExceeded,
     /// The result had no row for this image (an engine returned too few rows).
     #[error("the model returned {rows} rows for {images} images")]
     MissingRow {
@@ -180,6 +185,8 @@ struct Pending {
     top_k: usize,
     engine: Arc<dyn Engine>,
     queued_at: Instant,
+    /// Past this, the image is answered [`BatchError::DeadlineExceeded`] instead of run.
+    deadline: Option<Instant>,
     reply: oneshot::Sender<Result<Ranked, BatchError>>,
     /// The request's place in the pool, held until its forward has run.
     admission: Option<Admission>,
@@ -308,6 +315,38 @@ impl Batcher {
         admission: Option<Admission>,
         preparing: impl Into<Option<Preparing>>,
     ) -> Result<Ranked, BatchError> {
+        let request = Request {
+            top_k,
+            admission,
+            deadline: None,
+        };
+        self.classify_request(engine, chw, request, preparing).await
+    }
+
+    /// [`Self::classify`] for a request with a deadline: if it passes while the image is
+    /// queued, the image is answered [`BatchError::DeadlineExceeded`] without being run.
+    pub async fn classify_until(
+        &self,
+        engine: Arc<dyn Engine>,
+        chw: Vec<f32>,
+        request: Request,
+        preparing: impl Into<Option<Preparing>>,
+    ) -> Result<Ranked, BatchError> {
+        self.classify_request(engine, chw, request, preparing).await
+    }
+
+    async fn classify_request(
+        &self,
+        engine: Arc<dyn Engine>,
+        chw: Vec<f32>,
+        request: Request,
+        preparing: impl Into<Option<Preparing>>,
+    ) -> Result<Ranked, BatchError> {
+        let Request {
+            top_k,
+            admission,
+            deadline,
+        } = request;
         let mut preparing: Option<Preparing> = preparing.into();
         let staged = match preparing.as_mut().and_then(|p| p.staged.take()) {
             Some(place) => place,
@@ -319,6 +358,7 @@ impl Batcher {
             top_k,
             engine,
             queued_at: Instant::now(),
+            deadline,
             reply,
             admission,
             staged,
@@ -349,6 +389,17 @@ impl Batcher {
             in_forward: limits.in_forward - shared.in_forward.available_permits(),
         }
     }
+}
+
+/// What [`Batcher::classify_until`] needs to know about the request besides its image.
+#[derive(Debug)]
+pub struct Request {
+    /// Classes to return.
+    pub top_k: usize,
+    /// The request's place in the pool, released after its forward.
+    pub admission: Option<Admission>,
+    /// When the request's answer stops being of use (its function timeout).
+    pub deadline: Option<Instant>,
 }
 
 /// Locks `mutex`, recovering the data if a panic poisoned it (every critical section here
@@ -418,14 +469,21 @@ impl Shared {
     }
 
     /// Up to `limit` (and `max`) queued images for the same engine as the oldest, oldest
-    /// first. Images whose requester has gone are dropped (freeing their place in the pool).
-    fn take_batch(&self, limit: usize) -> Vec<Pending> {
+    /// first. Images whose requester has gone are dropped (freeing their place in the pool);
+    /// those past their deadline are returned apart, to be answered without a forward.
+    fn take_batch(&self, limit: usize) -> (Vec<Pending>, Vec<Pending>) {
         let limit = limit.min(self.options.max);
+        let now = Instant::now();
         let mut queue = lock(&self.queue);
         let mut batch: Vec<Pending> = Vec::new();
+        let mut expired = Vec::new();
         let mut others = VecDeque::new();
         while let Some(pending) = queue.items.pop_front() {
             if pending.reply.is_closed() {
+                continue;
+            }
+            if pending.deadline.is_some_and(|deadline| now >= deadline) {
+                expired.push(pending);
                 continue;
             }
             let same = batch
@@ -438,7 +496,7 @@ impl Shared {
             }
         }
         queue.items = others;
-        batch
+        (batch, expired)
     }
 
     fn record(&self, size: usize) {
@@ -462,7 +520,10 @@ async fn collect(shared: Arc<Shared>) {
             shared.stop();
             return;
         };
-        let batch = shared.take_batch(1 + shared.in_forward.available_permits());
+        let (batch, expired) = shared.take_batch(1 + shared.in_forward.available_permits());
+        for pending in expired {
+            answer(pending, Err(BatchError::DeadlineExceeded));
+        }
         if batch.len() > 1 {
             // Only this task takes `in_forward` permits, so the room seen above is still there.
             let more = Arc::clone(&shared.in_forward).acquire_many_owned(batch_permits(&batch));
@@ -792,6 +853,40 @@ mod tests {
             BTreeMap::from([(1, 1)]),
             "the abandoned image was not run"
         );
+    }
+
+    #[tokio::test]
+    async fn an_image_past_its_deadline_is_answered_without_a_forward() {
+        let (pool, batcher) = setup(1, 1, 8, Duration::ZERO);
+        let held = pool.worker().await.unwrap();
+        let engine: Arc<dyn Engine> = Arc::new(Fake);
+        let late = {
+            let (batcher, engine) = (batcher.clone(), Arc::clone(&engine));
+            tokio::spawn(async move {
+                let request = Request {
+                    top_k: 1,
+                    admission: None,
+                    deadline: Some(Instant::now() + Duration::from_millis(50)),
+                };
+                batcher
+                    .classify_until(engine, image(1.0), request, None)
+                    .await
+            })
+        };
+        while batcher.stats().queued < 1 {
+            tokio::task::yield_now().await;
+        }
+        // The deadline passes while the only worker is busy.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        let result = late.await.unwrap();
+        assert!(
+            matches!(result, Err(BatchError::DeadlineExceeded)),
+            "{result:?}"
+        );
+        assert_eq!(batcher.stats().forwards, 0, "the late image was run");
+        let next = batcher.classify(engine, image(2.0), 1, None, None).await;
+        assert_eq!(top(&next), Some(2));
     }
 
     #[test]

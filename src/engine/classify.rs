@@ -4,24 +4,36 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::batch::{BatchError, Batcher};
+use super::batch::{BatchError, Batcher, Request};
 use super::inline::Image;
 use super::model::{ModelLoader, ModelSlot};
 use super::pool::{InferencePool, PoolError};
 use super::{Classification, EngineError, EngineOptions, Prediction, Timing};
 use crate::classifier::{ClassifyError, check_top_k, millis};
+use crate::preprocess::{Cancel, Interrupted, PreprocessError};
 
 /// What a caller asks of one classification besides the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClassifyOptions {
     /// Classes to return, best first (`1..=1000`; the HTTP API allows `1..=10`).
     pub top_k: usize,
+    /// When the answer stops being of use (the request's function timeout): work still to do
+    /// then is given up ([`EngineError::Classify`] with [`Interrupted::DeadlineExceeded`]).
+    pub deadline: Option<Instant>,
 }
 
 impl ClassifyOptions {
-    /// The `top_k` best classes.
+    /// The `top_k` best classes, without a deadline.
     pub fn top_k(top_k: usize) -> Self {
-        Self { top_k }
+        Self {
+            top_k,
+            deadline: None,
+        }
+    }
+
+    /// These options with `deadline` (none when `None`).
+    pub fn until(self, deadline: Option<Instant>) -> Self {
+        Self { deadline, ..self }
     }
 }
 
@@ -90,13 +102,20 @@ impl Engine {
     /// ([`Batcher`]). Fails with [`EngineError::Overloaded`] when the pool is full and
     /// [`EngineError::NotReady`] when the model is not loaded; a bad image fails in its first
     /// job and never joins a batch.
+    ///
+    /// The request's CPU work stops when `options.deadline` passes or when this future is
+    /// dropped (the client disconnected): the decoder is stopped through a [`Cancel`] token,
+    /// and a queued image is dropped or answered before its forward. Either way the error is
+    /// [`Interrupted`] (`deadline_exceeded` / `cancelled`), which only the log sees.
     pub async fn classify(
         &self,
         image: Image,
         options: ClassifyOptions,
     ) -> Result<Classification, EngineError> {
-        let top_k = options.top_k;
+        let ClassifyOptions { top_k, deadline } = options;
         check_top_k(top_k)?;
+        // Cancels the token when this future ends or is dropped.
+        let (cancel, _cancel_on_drop) = Cancel::new(deadline);
         // Counted as "about to join a batch" from before admission (so a request counted in
         // `admitted` is always counted here too) until its image is queued or it fails.
         let mut preparing = self.batcher.preparing();
@@ -112,9 +131,14 @@ impl Engine {
         let preparer = Arc::clone(&classifier);
         let job = move || {
             let queued = queued_since.elapsed();
+            // Given up while waiting for a worker: no decoding at all.
+            cancel.check().map_err(interrupted)?;
             let bytes = image.into_bytes()?;
-            let prepared = preparer.prepare(&bytes)?;
-            Ok::<_, EngineError>((prepared, queued))
+            let prepared = preparer.prepare_until(&bytes, &cancel);
+            if let Err(ClassifyError::Image(PreprocessError::Interrupted(why))) = &prepared {
+                tracing::info!(reason = %why, "decoding stopped");
+            }
+            Ok::<_, EngineError>((prepared?, queued))
         };
         let (prepared, admission) = self
             .pool
@@ -122,9 +146,14 @@ impl Engine {
             .await
             .map_err(pool_error)?;
         let (prepared, queued) = prepared?;
+        let request = Request {
+            top_k,
+            admission: Some(admission),
+            deadline,
+        };
         let ranked = self
             .batcher
-            .classify(classifier, prepared.chw, top_k, Some(admission), preparing)
+            .classify_until(classifier, prepared.chw, request, preparing)
             .await
             .map_err(batch_error)?;
         let timing = Timing {
@@ -154,9 +183,14 @@ fn pool_error(e: PoolError) -> EngineError {
     }
 }
 
+fn interrupted(e: Interrupted) -> EngineError {
+    EngineError::from(ClassifyError::from(PreprocessError::from(e)))
+}
+
 fn batch_error(e: BatchError) -> EngineError {
     match e {
         BatchError::Model(e) => EngineError::from(e),
+        BatchError::DeadlineExceeded => interrupted(Interrupted::DeadlineExceeded),
         other => EngineError::Failed(other.to_string()),
     }
 }

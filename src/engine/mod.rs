@@ -104,7 +104,8 @@ impl EngineError {
     }
 }
 
-/// Every preprocessing error is the image's own.
-fn image_is_callers_fault(_: &PreprocessError) -> bool {
-    true
+/// Every preprocessing error is the image's own, except an interruption (the request was
+/// abandoned or ran out of time: the same image may well succeed on a retry).
+fn image_is_callers_fault(e: &PreprocessError) -> bool {
+    !matches!(e, PreprocessError::Interrupted(_))
 }

@@ -168,9 +168,12 @@ fn classify_status(e: &ClassifyError) -> StatusCode {
         ClassifyError::Image(PreprocessError::UnsupportedFormat) => {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         }
-        ClassifyError::Image(PreprocessError::TooManyPixels { .. }) => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
+        ClassifyError::Image(
+            PreprocessError::TooManyPixels { .. } | PreprocessError::OverBudget(_),
+        ) => StatusCode::PAYLOAD_TOO_LARGE,
+        // Nobody reads the answer (client gone, or FC answered its timeout already):
+        // the status is for the log.
+        ClassifyError::Image(PreprocessError::Interrupted(_)) => StatusCode::SERVICE_UNAVAILABLE,
         ClassifyError::Image(_) | ClassifyError::InvalidTopK { .. } => StatusCode::BAD_REQUEST,
         ClassifyError::Model(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -242,6 +245,20 @@ mod tests {
             status(classify_error(PreprocessError::Corrupt("x".into()))),
             StatusCode::BAD_REQUEST
         );
+        let over = ApiError::from(classify_error(PreprocessError::OverBudget(
+            "the JPEG has 101 scans".into(),
+        )));
+        assert_eq!(
+            (over.status, over.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
+        );
+        let late = ApiError::from(classify_error(PreprocessError::Interrupted(
+            crate::preprocess::Interrupted::DeadlineExceeded,
+        )));
+        assert_eq!(
+            (late.status, late.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "deadline_exceeded")
+        );
     }
 
     #[test]
@@ -286,6 +303,10 @@ mod tests {
             classify_error(PreprocessError::Empty),
             classify_error(PreprocessError::UnsupportedFormat),
             classify_error(PreprocessError::Corrupt("x".into())),
+            classify_error(PreprocessError::OverBudget("x".into())),
+            classify_error(PreprocessError::Interrupted(
+                crate::preprocess::Interrupted::Cancelled,
+            )),
             classify_error(ClassifyError::InvalidTopK { k: 0, max: 1000 }),
             EngineError::from(InlineImageError::Empty),
             EngineError::from(InlineImageError::UnsupportedType("text/plain".into())),

@@ -227,7 +227,7 @@ async fn classify_image(
     };
     let mut classification = state
         .engine
-        .classify(image, ClassifyOptions::top_k(k))
+        .classify(image, ClassifyOptions::top_k(k).until(deadline(context)))
         .await?;
     classification.predictions = classification
         .predictions
@@ -242,6 +242,16 @@ async fn classify_image(
         classification,
         request_id: context.request_id.clone(),
     })
+}
+
+/// When the request's answer stops being of use: FC's function timeout (`x-fc-function-timeout`
+/// or `FC_TIMEOUT`) after it arrived. FC answers the client with its own timeout error then, so
+/// work past it is wasted. `None` when no timeout is known (local runs).
+fn deadline(context: &FcContext) -> Option<Instant> {
+    let seconds = context.timeout_secs.filter(|&s| s > 0)?;
+    context
+        .received_at
+        .checked_add(Duration::from_secs(u64::from(seconds)))
 }
 
 /// What image a `/classify` request carries, by Content-Type.

@@ -1,11 +1,13 @@
-//! Bytes → decoded pixels, with the size checked from the header before any pixel buffer
-//! is allocated and an allocation budget handed to the decoder.
-
-use std::io::Cursor;
+//! Bytes → decoded pixels, within the per-image budget of [`Limits`]: the declared size,
+//! the decoder work and the decoded bytes are checked from the container before any pixel
+//! buffer is allocated, the decoder gets an allocation limit, and it reads through a
+//! [`GuardedReader`] that stops it when the request is cancelled or out of time.
 
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
+use super::cancel::{Cancel, GuardedReader};
+use super::container::{self, ContainerError, JpegFrame, JpegStructure};
 use super::{Limits, PreprocessError, jpeg_scaled};
 
 /// The formats we decode (TorchVision users send these; PIL opens them all).
@@ -19,13 +21,9 @@ pub(crate) const FORMATS: [ImageFormat; 6] = [
     ImageFormat::Tiff,
 ];
 
-/// Bytes a decoder may use for its own work beyond the output buffer, per pixel
-/// (a progressive 4:4:4 CMYK JPEG keeps four `i16` coefficient planes) ...
-const WORK_BYTES_PER_PIXEL: u64 = 8;
-/// ... plus a fixed allowance for tables, palettes and metadata.
+/// Allowance for a decoder's own tables, palettes, row buffers and the metadata it reads,
+/// beyond the budget of [`decoded_bytes`].
 const WORK_BYTES_FIXED: u64 = 16 << 20;
-/// Largest output sample size: RGBA with 16 bits per channel.
-const MAX_BYTES_PER_PIXEL: u64 = 8;
 
 /// A decoded image, still in its stored layout and sample type.
 pub(crate) struct Decoded {
@@ -42,48 +40,60 @@ pub(crate) struct Decoded {
     pub denominator: u32,
 }
 
-/// Decodes `bytes` if it is one of [`FORMATS`], refusing images of more than
-/// `limits.max_pixels` pixels from the header alone. A large JPEG is decoded at reduced
-/// scale unless `limits.exact_jpeg` ([`super::jpeg_scaled`]); the size check comes first
-/// either way.
+/// Decodes `bytes` if it is one of [`FORMATS`], within `limits` (the module doc of
+/// [`super`] lists them) and until `cancel` fires. In order, before any pixel buffer exists:
+/// 1. the container ([`container`]): declared size against `max_pixels` (413 for every
+///    format), a JPEG's completeness and scan count against `max_jpeg_scans`, and the
+///    metadata hidden from the decoder;
+/// 2. the decoder reads the header through a [`GuardedReader`] with an allocation limit of
+///    twice `max_decoded_bytes` (plus 16 MiB), then its size is checked again;
+/// 3. the bytes the decode will hold ([`decoded_bytes`]: the output buffer, plus a
+///    progressive JPEG's coefficients) against `max_decoded_bytes`; the decoder's own
+///    allocation limit becomes twice that (plus 16 MiB), so a file whose body claims more
+///    than its header (a GIF frame larger than its screen, a lying TIFF strip) fails instead
+///    of allocating.
 ///
-/// The decoder gets an `image::Limits::max_alloc` of the output buffer plus
-/// `8 bytes × pixels + 16 MiB`, so a file whose body claims more than its header (a GIF
-/// frame larger than its screen, a lying TIFF strip, a huge PNG text chunk) fails instead of
-/// allocating. Before the header is read, the budget is the one of the largest image
-/// `max_pixels` allows.
-pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, PreprocessError> {
+/// A large JPEG is decoded at reduced scale unless `limits.exact_jpeg`
+/// ([`super::jpeg_scaled`]).
+pub(crate) fn decode(
+    bytes: &[u8],
+    limits: &Limits,
+    cancel: &Cancel,
+) -> Result<Decoded, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Empty);
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PreprocessError::Corrupt(e.to_string()))?;
-    let format = reader.format().ok_or(PreprocessError::UnsupportedFormat)?;
+    cancel.check()?;
+    let format = image::guess_format(bytes).map_err(|_| PreprocessError::UnsupportedFormat)?;
     if !FORMATS.contains(&format) {
         return Err(PreprocessError::UnsupportedFormat);
     }
-    if format == ImageFormat::Jpeg && !jpeg_reaches_eoi(bytes) {
-        // zune-jpeg would fill the missing rows with gray; PIL (libjpeg) raises
-        // "image file is truncated". We side with PIL.
-        return Err(PreprocessError::Corrupt(
-            "the JPEG data ends before its end-of-image marker (truncated file)".into(),
-        ));
+    let container = container::read(format, bytes).map_err(container_error)?;
+    if let Some(size) = container.size {
+        check_size(size, limits)?;
     }
-    let largest = limits.max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL);
-    reader.limits(budget(largest, limits.max_pixels));
-    let mut decoder = reader.into_decoder().map_err(map_image_error)?;
+    if let Some(jpeg) = &container.jpeg {
+        check_jpeg(jpeg, limits)?;
+    }
+    let kept = container.kept.clone();
+    let guarded = || match &kept {
+        Some(ranges) => GuardedReader::with_ranges(bytes, ranges.clone(), cancel.clone()),
+        None => GuardedReader::new(bytes, cancel.clone()),
+    };
+    let mut reader = ImageReader::with_format(guarded(), format);
+    reader.limits(allocation_limit(limits.max_decoded_bytes));
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| decoder_error(e, cancel))?;
     let full_size = decoder.dimensions();
-    let pixels = check_size(full_size, limits)?;
-    let mut budget = budget(decoder.total_bytes(), pixels);
-    budget
-        .reserve(decoder.total_bytes())
-        .map_err(map_image_error)?;
-    decoder.set_limits(budget).map_err(map_image_error)?;
-    let orientation = decoder.orientation().map_err(map_image_error)?;
+    check_size(full_size, limits)?;
+    let frame = container.jpeg.as_ref().and_then(|j| j.frame.as_ref());
+    let orientation = decoder
+        .orientation()
+        .map_err(|e| decoder_error(e, cancel))?;
     if format == ImageFormat::Jpeg
         && !limits.exact_jpeg
-        && let Some(scaled) = jpeg_scaled::decode(bytes, full_size)
+        && let Some(scaled) = scaled_jpeg(guarded(), full_size, frame, limits)?
     {
         return Ok(Decoded {
             image: scaled.image,
@@ -93,7 +103,17 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Preproces
             denominator: scaled.denominator,
         });
     }
-    let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    let needed = check_bytes(decoded_bytes(decoder.total_bytes(), frame), limits)?;
+    let mut allocation = allocation_limit(needed);
+    allocation
+        .reserve(decoder.total_bytes())
+        .map_err(|e| decoder_error(e, cancel))?;
+    decoder
+        .set_limits(allocation)
+        .map_err(|e| decoder_error(e, cancel))?;
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| decoder_error(e, cancel))?;
+    // zune-jpeg reads its whole input first: the token is only seen again here.
+    cancel.check()?;
     Ok(Decoded {
         image,
         orientation,
@@ -103,13 +123,84 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Preproces
     })
 }
 
-/// The allocation limits for an output of `output_bytes` and `pixels` pixels.
-fn budget(output_bytes: u64, pixels: u64) -> image::Limits {
-    let work = pixels
-        .saturating_mul(WORK_BYTES_PER_PIXEL)
-        .saturating_add(WORK_BYTES_FIXED);
+/// A JPEG of `full_size` decoded at reduced scale when [`jpeg_scaled::denominator`] says so,
+/// its decoded bytes checked first; `None` = decode it exactly (see [`jpeg_scaled::decode`]).
+fn scaled_jpeg(
+    reader: GuardedReader<'_>,
+    full_size: (u32, u32),
+    frame: Option<&JpegFrame>,
+    limits: &Limits,
+) -> Result<Option<jpeg_scaled::Scaled>, PreprocessError> {
+    let denominator = jpeg_scaled::denominator(full_size.0, full_size.1);
+    if denominator == 1 {
+        return Ok(None);
+    }
+    // Three channels at most (CMYK files take the exact path).
+    let output = u64::from(full_size.0.div_ceil(denominator))
+        * u64::from(full_size.1.div_ceil(denominator))
+        * 3;
+    check_bytes(decoded_bytes(output, frame), limits)?;
+    let cancel = reader.cancel().clone();
+    let scaled = jpeg_scaled::decode(reader, full_size);
+    // A failed read (cancelled) ends `jpeg-decoder` like a corrupt file: say which it was.
+    cancel.check()?;
+    Ok(scaled)
+}
+
+/// Bytes a decode holds: its output buffer, plus every DCT coefficient of a progressive
+/// JPEG (`frame`), which both JPEG decoders keep until the last scan.
+fn decoded_bytes(output: u64, frame: Option<&JpegFrame>) -> u64 {
+    let coefficients = frame
+        .filter(|f| f.progressive)
+        .map_or(0, JpegFrame::coefficient_bytes);
+    output.saturating_add(coefficients)
+}
+
+/// `needed` if it is within `limits.max_decoded_bytes`.
+fn check_bytes(needed: u64, limits: &Limits) -> Result<u64, PreprocessError> {
+    if needed > limits.max_decoded_bytes {
+        return Err(PreprocessError::OverBudget(format!(
+            "decoding this image needs {} of memory (pixels, plus the coefficients of a \
+             progressive JPEG), more than the limit of {}",
+            megabytes(needed),
+            megabytes(limits.max_decoded_bytes)
+        )));
+    }
+    Ok(needed)
+}
+
+fn megabytes(bytes: u64) -> String {
+    if bytes < 1_000_000 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
+/// Completeness and scan count of a JPEG.
+fn check_jpeg(jpeg: &JpegStructure, limits: &Limits) -> Result<(), PreprocessError> {
+    if !jpeg.complete {
+        // zune-jpeg would fill the missing rows with gray; PIL (libjpeg) raises
+        // "image file is truncated". We side with PIL.
+        return Err(PreprocessError::Corrupt(
+            "the JPEG data ends before its end-of-image marker (truncated file)".into(),
+        ));
+    }
+    if jpeg.scans > limits.max_jpeg_scans {
+        return Err(PreprocessError::OverBudget(format!(
+            "the JPEG has {} scans, more than the limit of {} (each scan is a pass over \
+             the whole image)",
+            jpeg.scans, limits.max_jpeg_scans
+        )));
+    }
+    Ok(())
+}
+
+/// The decoder's allocation limit when a decode is to hold `bytes`: room for one more copy
+/// of that (a frame buffer next to a canvas) and [`WORK_BYTES_FIXED`].
+fn allocation_limit(bytes: u64) -> image::Limits {
     let mut limits = image::Limits::default();
-    limits.max_alloc = Some(output_bytes.saturating_add(work));
+    limits.max_alloc = Some(bytes.saturating_mul(2).saturating_add(WORK_BYTES_FIXED));
     limits
 }
 
@@ -139,61 +230,21 @@ fn is_gray16_png(bytes: &[u8]) -> bool {
     bytes.get(12..16) == Some(b"IHDR") && bytes.get(24..26) == Some(&[16, 0])
 }
 
-/// Whether a JPEG's marker structure (ITU-T T.81 §B.1) runs from SOI to an EOI marker:
-/// marker segments carry a big-endian length; after a SOS header the entropy-coded data
-/// runs to the next `FF xx` that is neither a stuffed `FF 00` nor a restart marker
-/// `FF D0`–`FF D7`. Bytes after EOI are ignored, as libjpeg does.
-fn jpeg_reaches_eoi(bytes: &[u8]) -> bool {
-    const SOI: u8 = 0xD8;
-    const EOI: u8 = 0xD9;
-    const SOS: u8 = 0xDA;
-    if bytes.get(..2) != Some(&[0xFF, SOI]) {
-        return false;
-    }
-    let mut at = 2;
-    loop {
-        // A marker: one or more 0xFF fill bytes, then the code.
-        if bytes.get(at) != Some(&0xFF) {
-            return false;
-        }
-        while bytes.get(at) == Some(&0xFF) {
-            at += 1;
-        }
-        let Some(&code) = bytes.get(at) else {
-            return false;
-        };
-        at += 1;
-        match code {
-            EOI => return true,
-            0x01 | 0xD0..=0xD7 => continue,
-            _ => {}
-        }
-        let Some(&[hi, lo]) = bytes.get(at..at + 2) else {
-            return false;
-        };
-        at += usize::from(u16::from_be_bytes([hi, lo]));
-        if code == SOS {
-            match entropy_coded_end(bytes, at) {
-                Some(end) => at = end,
-                None => return false,
-            }
-        }
+fn container_error(e: ContainerError) -> PreprocessError {
+    match e {
+        ContainerError::Corrupt(message) => PreprocessError::Corrupt(message),
+        ContainerError::TooManyChunks(limit) => PreprocessError::OverBudget(format!(
+            "the file interleaves more than {limit} metadata chunks with its image data"
+        )),
     }
 }
 
-/// Offset of the marker that ends the entropy-coded data starting at `from`.
-fn entropy_coded_end(bytes: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    loop {
-        at += bytes.get(at..)?.iter().position(|&b| b == 0xFF)?;
-        match bytes.get(at + 1)? {
-            0x00 | 0xD0..=0xD7 | 0xFF => at += 1,
-            _ => return Some(at),
-        }
+/// A decoder's error, or the interruption that caused it (the reader fails once `cancel`
+/// fires, which the decoder reports as an I/O error).
+fn decoder_error(e: image::ImageError, cancel: &Cancel) -> PreprocessError {
+    if let Err(interrupted) = cancel.check() {
+        return PreprocessError::Interrupted(interrupted);
     }
-}
-
-fn map_image_error(e: image::ImageError) -> PreprocessError {
     match e {
         image::ImageError::Unsupported(_) => PreprocessError::UnsupportedFormat,
         image::ImageError::Limits(limit) => PreprocessError::Corrupt(format!(
@@ -220,41 +271,64 @@ mod tests {
         assert!(!is_gray16_png(&header[..20]));
     }
 
-    /// SOI, a DQT-like segment, SOS with a 2-byte header payload, entropy data containing a
-    /// stuffed `FF 00` and a restart marker, then EOI.
-    fn tiny_jpeg_structure() -> Vec<u8> {
-        let mut j = vec![0xFF, 0xD8];
-        j.extend([0xFF, 0xDB, 0x00, 0x04, 0x11, 0x22]);
-        j.extend([0xFF, 0xDA, 0x00, 0x04, 0x01, 0x02]);
-        j.extend([0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56]);
-        j.extend([0xFF, 0xD9]);
-        j
+    #[test]
+    fn the_allocation_limit_allows_one_more_copy_and_the_fixed_work() {
+        assert_eq!(allocation_limit(300).max_alloc, Some(600 + (16 << 20)));
+        assert_eq!(allocation_limit(u64::MAX).max_alloc, Some(u64::MAX));
     }
 
     #[test]
-    fn a_jpeg_is_complete_only_up_to_its_eoi() {
-        let full = tiny_jpeg_structure();
-        assert!(jpeg_reaches_eoi(&full));
-        for cut in 0..full.len() {
-            assert!(!jpeg_reaches_eoi(&full[..cut]), "cut at {cut}");
-        }
-        let mut trailing = full.clone();
-        trailing.extend(b"trailing bytes after EOI are ignored");
-        assert!(jpeg_reaches_eoi(&trailing));
+    fn decoded_bytes_add_coefficients_of_progressive_jpegs_only() {
+        let mut frame = JpegFrame {
+            width: 16,
+            height: 16,
+            progressive: false,
+            sampling: vec![(1, 1)],
+        };
+        assert_eq!(decoded_bytes(768, Some(&frame)), 768);
+        frame.progressive = true;
+        assert_eq!(decoded_bytes(768, Some(&frame)), 768 + 4 * 128);
+        assert_eq!(decoded_bytes(768, None), 768);
+        let limits = Limits {
+            max_decoded_bytes: 1000,
+            ..Limits::DEFAULT
+        };
+        assert_eq!(check_bytes(1000, &limits).ok(), Some(1000));
+        assert!(matches!(
+            check_bytes(1001, &limits),
+            Err(PreprocessError::OverBudget(m)) if m.contains("needs 1001 bytes")
+        ));
     }
 
     #[test]
-    fn the_budget_covers_output_and_work() {
-        let limits = budget(300, 100);
-        assert_eq!(limits.max_alloc, Some(300 + 800 + (16 << 20)));
-        assert_eq!(budget(u64::MAX, u64::MAX).max_alloc, Some(u64::MAX));
+    fn truncated_and_many_scan_jpegs_are_refused_from_the_structure() {
+        let limits = Limits {
+            max_jpeg_scans: 3,
+            ..Limits::DEFAULT
+        };
+        let mut jpeg = JpegStructure {
+            complete: true,
+            scans: 3,
+            frame: None,
+        };
+        assert!(check_jpeg(&jpeg, &limits).is_ok());
+        jpeg.scans = 4;
+        assert!(matches!(
+            check_jpeg(&jpeg, &limits),
+            Err(PreprocessError::OverBudget(m)) if m.contains("4 scans")
+        ));
+        jpeg.complete = false;
+        assert!(matches!(
+            check_jpeg(&jpeg, &limits),
+            Err(PreprocessError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn size_zero_and_over_limit_are_refused() {
         let limits = Limits {
             max_pixels: 100,
-            exact_jpeg: false,
+            ..Limits::DEFAULT
         };
         assert!(matches!(
             check_size((0, 5), &limits),

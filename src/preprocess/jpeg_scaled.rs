@@ -26,6 +26,8 @@
 //! `jpeg-decoder` cannot read or reads to an unexpected size. The exact path then gives
 //! the same result or the same error as with `--exact-jpeg`.
 
+use std::io::Read;
+
 use image::{DynamicImage, GrayImage, RgbImage};
 use jpeg_decoder::{Decoder, PixelFormat};
 
@@ -81,16 +83,17 @@ pub(crate) struct Scaled {
     pub denominator: u32,
 }
 
-/// Decodes the JPEG `bytes`, whose header declares `width × height` (already checked
-/// against the pixel limit), at reduced scale when [`denominator`] says so. `None` means:
-/// decode it exactly (small image, unsupported variant, or `jpeg-decoder` failed).
-pub(crate) fn decode(bytes: &[u8], (width, height): (u32, u32)) -> Option<Scaled> {
+/// Decodes the JPEG read from `reader`, whose header declares `width × height` (already
+/// checked against the limits), at reduced scale when [`denominator`] says so. `None` means:
+/// decode it exactly (small image, unsupported variant, or `jpeg-decoder` failed, which
+/// includes the reader failing because the request was cancelled; the caller checks that).
+pub(crate) fn decode(reader: impl Read, (width, height): (u32, u32)) -> Option<Scaled> {
     let denominator = denominator(width, height);
     if denominator == 1 {
         return None;
     }
     let (scaled_w, scaled_h) = (width.div_ceil(denominator), height.div_ceil(denominator));
-    let mut decoder = Decoder::new(bytes);
+    let mut decoder = Decoder::new(reader);
     decoder.read_info().ok()?;
     let info = decoder.info()?;
     if (u32::from(info.width), u32::from(info.height)) != (width, height) {
@@ -140,12 +143,12 @@ mod tests {
 
     #[test]
     fn garbage_is_left_to_the_exact_path() {
-        assert!(decode(b"\xFF\xD8not really a jpeg", (4000, 3000)).is_none());
+        assert!(decode(&b"\xFF\xD8not really a jpeg"[..], (4000, 3000)).is_none());
     }
 
     #[test]
     fn small_images_are_not_scaled() {
         // The size check comes first: these bytes are never parsed.
-        assert!(decode(b"", (1000, 1000)).is_none());
+        assert!(decode(&b""[..], (1000, 1000)).is_none());
     }
 }

@@ -36,10 +36,12 @@ const CLEAR_MARGIN: f32 = 0.02;
 const SCALED: Limits = Limits {
     max_pixels: 40_000_000,
     exact_jpeg: false,
+    ..Limits::DEFAULT
 };
 const EXACT: Limits = Limits {
     max_pixels: 40_000_000,
     exact_jpeg: true,
+    ..Limits::DEFAULT
 };
 
 // ------------------------------------------------------------------ allocation probe

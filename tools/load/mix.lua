@@ -29,6 +29,7 @@ local files = {
 }
 local content_types = {
   jpg = "image/jpeg", png = "image/png", json = "application/json",
+  bmp = "image/bmp", webp = "image/webp",
   form = "multipart/form-data; boundary=loadtestboundary7MA4YWxk",
   bin = "application/octet-stream",
 }
@@ -52,6 +53,14 @@ end
 function init(args)
   local total, nthreads
   dir, total, nthreads = args[1], tonumber(args[2]), tonumber(args[3])
+  -- load-prepare's `hostile` mode lists its extra bodies here (tools/load/prepare.rs).
+  local extra = io.open(dir .. "/hostile.txt", "r")
+  if extra then
+    for name in extra:lines() do
+      table.insert(files, name)
+    end
+    extra:close()
+  end
   quota = math.floor(total / nthreads)
   if id <= total % nthreads then
     quota = quota + 1

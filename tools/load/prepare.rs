@@ -3,13 +3,19 @@
 //! request bodies of the load mix, one file per body with its expected status in the name.
 //!
 //! ```text
-//! cargo run --release --example load-prepare -- <dir> <max-body-bytes>
+//! cargo run --release --example load-prepare -- <dir> <max-body-bytes> [hostile]
 //! ```
 //!
 //! Bodies (`<status>-<name>.<ext>`, Content-Type chosen by `mix.lua` from the extension):
 //! valid images raw (JPEG, PNG), as JSON base64 and as multipart; invalid bodies (not an image,
 //! malformed JSON, bad base64, a truncated PNG); and an oversized body one and a half times
 //! `max-body-bytes`.
+//!
+//! With `hostile`, also the hostile files of `tests/hostile/images.rs` (listed in
+//! `<dir>/hostile.txt`, which `mix.lua` adds to its mix): each budget of the README's
+//! "Per-image budget" at its edge, answered 200 (`200-edge-*`), and just past it or plainly
+//! hostile, answered 413 (`413-*`). `tools/load/worst_case.sh` sends the edge files
+//! concurrently. They need a body limit of 8 MiB.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -18,6 +24,10 @@ use std::process::ExitCode;
 use base64::Engine;
 use image::{ImageFormat, Rgb, RgbImage};
 use resnet18_fc::synthetic::SyntheticWeights;
+
+#[allow(dead_code)] // the load tool uses a few of the test generators
+#[path = "../../tests/hostile/images.rs"]
+mod images;
 
 /// Multipart boundary used in `200-multipart.form` (mix.lua sends it with this boundary).
 const BOUNDARY: &str = "loadtestboundary7MA4YWxk";
@@ -92,14 +102,80 @@ fn prepare(dir: &Path, max_body: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The hostile bodies: name (expected status first) and bytes.
+fn hostile_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    // 6324 × 6324 = 39 992 976 pixels: the largest square within 40 MP.
+    const SIDE: u32 = 6324;
+    vec![
+        // At the edges of the budget (120 MB decoded, 100 scans, 40 MP).
+        (
+            "200-edge-rgb8-40mp.png",
+            images::png_file(
+                SIDE,
+                SIDE,
+                8,
+                2,
+                &[],
+                &images::zlib_zeros((1 + 3 * u64::from(SIDE)) * u64::from(SIDE)),
+            ),
+        ),
+        (
+            "200-edge-rgba16-15mp.png",
+            images::png_rgba16_bomb(3872, 3872),
+        ),
+        (
+            "200-edge-progressive-100-scans.jpg",
+            images::jpeg_scan_bomb(SIDE as u16, 99),
+        ),
+        (
+            "200-edge-iccp-600mb.png",
+            images::png_iccp_bomb(8, 8, 600_000_000),
+        ),
+        // Past them.
+        ("413-scans-30001.jpg", images::jpeg_scan_bomb(4096, 30_000)),
+        ("413-rgba16-40mp.png", images::png_rgba16_bomb(SIDE, SIDE)),
+        (
+            "413-progressive-444-coefficients.jpg",
+            images::jpeg_progressive_declaring(6000, 6000, 3),
+        ),
+        (
+            "413-bmp-declaring.bmp",
+            images::bmp_declaring(100_000, 100_000),
+        ),
+        (
+            "413-webp-declaring.webp",
+            images::webp_declaring(1 << 24, 1 << 24),
+        ),
+    ]
+}
+
+fn prepare_hostile(dir: &Path) -> anyhow::Result<()> {
+    let mut list = String::new();
+    for (name, body) in hostile_bodies() {
+        std::fs::write(dir.join(name), body)?;
+        list.push_str(name);
+        list.push('\n');
+    }
+    std::fs::write(dir.join("hostile.txt"), list)?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(max_body)) = (args.get(1), args.get(2).and_then(|m| m.parse().ok()))
     else {
-        eprintln!("usage: load-prepare <dir> <max-body-bytes>");
+        eprintln!("usage: load-prepare <dir> <max-body-bytes> [hostile]");
         return ExitCode::from(2);
     };
-    match prepare(Path::new(dir), max_body) {
+    let hostile = args.get(3).map(String::as_str) == Some("hostile");
+    let result = prepare(Path::new(dir), max_body).and_then(|()| {
+        if hostile {
+            prepare_hostile(Path::new(dir))
+        } else {
+            Ok(())
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("load-prepare: {e:#}");

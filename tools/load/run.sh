@@ -27,7 +27,9 @@
 # SERVER_BIN (a release binary to test instead of building one, relative to the repository
 # root or absolute, e.g. the one of
 # scripts/package.sh; CI reuses it so the release build happens once), PREPARE_BIN (an
-# already built load-prepare example to use instead of building it).
+# already built load-prepare example to use instead of building it), HOSTILE=1 (add the
+# hostile files of `load-prepare ... hostile` to the mix: each per-image budget at its edge and
+# past it; MAX_BODY then defaults to 8 MiB, which they need).
 set -eu
 
 REQUESTS=${REQUESTS:-10000}
@@ -35,7 +37,14 @@ CONCURRENCY=${CONCURRENCY:-64}
 RUNS=${RUNS:-3}
 THREADS=${THREADS:-2}
 MAX_SECONDS=${MAX_SECONDS:-900}
-MAX_BODY=${MAX_BODY:-262144}
+HOSTILE=${HOSTILE:-0}
+if [ "$HOSTILE" = 1 ]; then
+    MAX_BODY=${MAX_BODY:-8388608}
+    PREPARE_MODE=hostile
+else
+    MAX_BODY=${MAX_BODY:-262144}
+    PREPARE_MODE=
+fi
 
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "load: wrk is not installed (apt-get install wrk)" >&2; exit 2; }
@@ -69,7 +78,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM # exit (and so clean up) instead of resuming the script
 
-"$PREPARE_BIN" "$WORK" "$MAX_BODY"
+# shellcheck disable=SC2086 # empty or one word
+"$PREPARE_BIN" "$WORK" "$MAX_BODY" $PREPARE_MODE
 "$SERVER_BIN" serve --host 127.0.0.1 --port 0 --offline \
     --model "$WORK/model.safetensors" --max-body-bytes "$MAX_BODY" >"$WORK/server.log" 2>&1 &
 PID=$!
