@@ -18,9 +18,6 @@ use crate::preprocess::{
 };
 use crate::resnet::{ModelError, NUM_CLASSES, ResNet18, TensorSource};
 
-/// Largest `k` a caller may ask for.
-pub const MAX_TOP_K: usize = NUM_CLASSES;
-
 /// Why a classification failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
@@ -88,12 +85,7 @@ pub struct Timing {
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(millis(*d))
-}
-
-/// `d` in milliseconds, rounded to 0.1 ms: how every duration is reported (CLI, API, OSS).
-pub fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e4).round() / 10.0
+    s.serialize_f64(crate::millis(*d))
 }
 
 /// The model's name, reported by `/healthz`, in every answer and in OSS result objects.
@@ -296,10 +288,13 @@ impl Classifier {
 
 /// `Ok` when `k` is a valid number of classes to return (`1..=1000`).
 pub fn check_top_k(k: usize) -> Result<(), ClassifyError> {
-    if (1..=MAX_TOP_K).contains(&k) {
+    if (1..=NUM_CLASSES).contains(&k) {
         Ok(())
     } else {
-        Err(ClassifyError::InvalidTopK { k, max: MAX_TOP_K })
+        Err(ClassifyError::InvalidTopK {
+            k,
+            max: NUM_CLASSES,
+        })
     }
 }
 
@@ -340,13 +335,6 @@ mod tests {
         assert_eq!(top[0].label, "tabby");
         assert_eq!(top[0].rank, 1);
         assert_eq!(top[2].rank, 3);
-    }
-
-    #[test]
-    fn millis_rounds_to_a_tenth() {
-        assert_eq!(millis(Duration::from_micros(3_149)), 3.1);
-        assert_eq!(millis(Duration::from_micros(3_160)), 3.2);
-        assert_eq!(millis(Duration::ZERO), 0.0);
     }
 
     #[test]

@@ -22,3 +22,23 @@ pub mod resnet;
 pub mod synthetic;
 pub mod web;
 pub mod weights;
+
+/// `d` in milliseconds, rounded to 0.1 ms: how every duration is reported (CLI, API answers,
+/// OSS result objects, logs).
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::millis;
+
+    #[test]
+    fn millis_rounds_to_a_tenth() {
+        assert_eq!(millis(Duration::from_micros(3_149)), 3.1);
+        assert_eq!(millis(Duration::from_micros(3_160)), 3.2);
+        assert_eq!(millis(Duration::ZERO), 0.0);
+    }
+}

@@ -12,7 +12,9 @@ use http::StatusCode;
 use crate::engine::{Classification, ClassifyOptions, Engine, EngineError, Image};
 use crate::fc::FcContext;
 use crate::http::{ApiError, BoxFuture, EventHandler, ImageFetcher};
-use crate::oss::event::{ClassifyFailure, EventError, EventReport, RecordStatus, process_event};
+use crate::oss::event::{
+    ClassifyFailure, EventError, EventReport, ObjectClassifier, RecordStatus, process_event,
+};
 use crate::oss::{Access, OssConfig, OssError, OssService};
 
 /// Classes recorded per image in result objects.
@@ -77,19 +79,26 @@ fn classify_failure(e: EngineError) -> ClassifyFailure {
     }
 }
 
-/// Classifies one object for its result object: the top [`RESULT_TOP_K`] classes with both
-/// names, and the engine's timing (with `queued`).
-async fn classify_object(engine: &Engine, bytes: Bytes) -> Result<Classification, ClassifyFailure> {
-    let mut c = engine
-        .classify(Image::Encoded(bytes), ClassifyOptions::top_k(RESULT_TOP_K))
-        .await
-        .map_err(classify_failure)?;
-    c.predictions = c
-        .predictions
-        .into_iter()
-        .map(|p| p.with_both_names())
-        .collect();
-    Ok(c)
+/// The engine as OSS asks for it: each object's top [`RESULT_TOP_K`] classes with both names,
+/// and the engine's timing (with `queued`), for its result object.
+struct ResultObjects<'a>(&'a Engine);
+
+impl ObjectClassifier for ResultObjects<'_> {
+    type Output = Classification;
+
+    async fn classify(&self, image: Bytes) -> Result<Classification, ClassifyFailure> {
+        let mut c = self
+            .0
+            .classify(Image::Encoded(image), ClassifyOptions::top_k(RESULT_TOP_K))
+            .await
+            .map_err(classify_failure)?;
+        c.predictions = c
+            .predictions
+            .into_iter()
+            .map(|p| p.with_both_names())
+            .collect();
+        Ok(c)
+    }
 }
 
 impl EventHandler for OssPlugin {
@@ -100,8 +109,8 @@ impl EventHandler for OssPlugin {
         engine: &'a Engine,
     ) -> BoxFuture<'a, Result<serde_json::Value, ApiError>> {
         Box::pin(async move {
-            let one = |bytes: Bytes| classify_object(engine, bytes);
-            let report = process_event(&event, &access(context), &self.service, one)
+            let objects = ResultObjects(engine);
+            let report = process_event(&event, &access(context), &self.service, objects)
                 .await
                 .map_err(|e| event_error(&e))?;
             outcome(report, &context.request_id)

@@ -96,7 +96,7 @@ impl Prediction {
     }
 }
 
-/// Milliseconds per stage, rounded to 0.1 ms ([`crate::classifier::millis`]). The stages a
+/// Milliseconds per stage, rounded to 0.1 ms ([`crate::millis`]). The stages a
 /// caller does not report are absent from the JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {

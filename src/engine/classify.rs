@@ -9,7 +9,8 @@ use super::inline::Image;
 use super::model::{ModelLoader, ModelSlot};
 use super::pool::{InferencePool, PoolError};
 use super::{Classification, EngineError, EngineOptions, Prediction, Timing};
-use crate::classifier::{ClassifyError, check_top_k, millis};
+use crate::classifier::{ClassifyError, check_top_k};
+use crate::millis;
 use crate::preprocess::{Cancel, Interrupted, PreprocessError};
 
 /// What a caller asks of one classification besides the image.

@@ -167,7 +167,7 @@ async fn dispatch(State(adapter): State<Arc<Adapter>>, mut request: Request) -> 
         };
         tracing::info!(
             status = response.status().as_u16(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
+            ms = crate::millis(started.elapsed()),
             ?target,
             "answered"
         );

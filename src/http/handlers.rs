@@ -18,10 +18,10 @@ use serde_json::json;
 use super::error::ApiError;
 use super::request::{self, BodyKind, ImageRequest, ImageSource, InvokeEvent};
 use super::{AppState, oversize};
-use crate::classifier::millis;
 use crate::engine::{Classification, ClassifyOptions, Image, Readiness};
 use crate::fc::{FcContext, PermanentFailure};
 use crate::labels::Lang;
+use crate::millis;
 use crate::web;
 
 /// The 200 answer of `/classify` and of a classify `/invoke`: the engine's [`Classification`]

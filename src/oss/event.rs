@@ -23,7 +23,7 @@
 //! `<prefix><sha256 of k, hex>.json`; the object's `source.key` always holds `k` itself.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -224,23 +224,38 @@ struct ResultObject<'a, T: Serialize> {
     processing_ms: f64,
 }
 
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e4).round() / 10.0
+/// How OSS gets an object classified: the one interface it asks of the rest of the function,
+/// so that it never depends on the model. A closure `Fn(Bytes) -> impl Future<Output =
+/// Result<T, ClassifyFailure>>` is one.
+pub trait ObjectClassifier {
+    /// What a result object records about the classification (serialised as is).
+    type Output: Serialize;
+    /// Classifies one object's bytes; a failure says whether a retry may help.
+    fn classify(&self, image: Bytes)
+    -> impl Future<Output = Result<Self::Output, ClassifyFailure>>;
 }
 
-/// Processes an OSS event body: every `ObjectCreated:*` record is fetched, passed to `classify`
-/// and its result written back. Records are handled one after another, each independently.
-pub async fn process_event<F, Fut, T>(
-    body: &[u8],
-    access: &Access,
-    oss: &OssService,
-    classify: F,
-) -> Result<EventReport, EventError>
+impl<F, Fut, T> ObjectClassifier for F
 where
     F: Fn(Bytes) -> Fut,
     Fut: Future<Output = Result<T, ClassifyFailure>>,
     T: Serialize,
 {
+    type Output = T;
+
+    fn classify(&self, image: Bytes) -> impl Future<Output = Result<T, ClassifyFailure>> {
+        self(image)
+    }
+}
+
+/// Processes an OSS event body: every `ObjectCreated:*` record is fetched, passed to `classify`
+/// and its result written back. Records are handled one after another, each independently.
+pub async fn process_event<C: ObjectClassifier>(
+    body: &[u8],
+    access: &Access,
+    oss: &OssService,
+    classify: C,
+) -> Result<EventReport, EventError> {
     let event = OssEvent::parse(body)?;
     let mut records = Vec::with_capacity(event.events.len());
     for record in &event.events {
@@ -296,17 +311,12 @@ impl Job<'_> {
     }
 }
 
-async fn process_record<F, Fut, T>(
+async fn process_record<C: ObjectClassifier>(
     record: &EventRecord,
     access: &Access,
     oss: &OssService,
-    classify: &F,
-) -> RecordReport
-where
-    F: Fn(Bytes) -> Fut,
-    Fut: Future<Output = Result<T, ClassifyFailure>>,
-    T: Serialize,
-{
+    classify: &C,
+) -> RecordReport {
     let (bucket, key) = record
         .oss
         .as_ref()
@@ -419,17 +429,12 @@ struct Done {
 }
 
 /// Fetch, classify, write; `Err` is the code and message of a transient failure.
-async fn run<F, Fut, T>(
+async fn run<C: ObjectClassifier>(
     job: &Job<'_>,
     access: &Access,
     oss: &OssService,
-    classify: &F,
-) -> Result<Done, (String, String)>
-where
-    F: Fn(Bytes) -> Fut,
-    Fut: Future<Output = Result<T, ClassifyFailure>>,
-    T: Serialize,
-{
+    classify: &C,
+) -> Result<Done, (String, String)> {
     let started = Instant::now();
     let prefix = &oss.config().result_prefix;
     let fetched = match &job.source {
@@ -443,7 +448,7 @@ where
     let (found, size, outcome) = match fetched {
         Ok((bytes, found)) => {
             let size = bytes.len() as u64;
-            (Some(found), size, classify(bytes).await)
+            (Some(found), size, classify.classify(bytes).await)
         }
         Err(e) if e.is_transient() => return Err((e.code().into(), e.to_string())),
         Err(e) => (
@@ -486,8 +491,8 @@ where
         source,
         classification,
         error,
-        fetch_ms: millis(fetch_time),
-        processing_ms: millis(started.elapsed()),
+        fetch_ms: crate::millis(fetch_time),
+        processing_ms: crate::millis(started.elapsed()),
     };
     let body = serde_json::to_vec_pretty(&object).map_err(|e| {
         (
