@@ -104,12 +104,12 @@ impl Default for BatchOptions {
 
 /// What runs a batched forward: softmax probabilities of `count` preprocessed images laid end
 /// to end in `chw`, one row per image. [`Classifier`] is the real one; tests use fakes.
-pub trait Engine: Send + Sync + 'static {
+pub trait Forward: Send + Sync + 'static {
     /// One forward pass over `count` images.
     fn probabilities(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError>;
 }
 
-impl Engine for Classifier {
+impl Forward for Classifier {
     fn probabilities(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError> {
         Classifier::probabilities(self, chw, count)
     }
@@ -183,7 +183,7 @@ pub struct BatchStats {
 struct Pending {
     chw: Vec<f32>,
     top_k: usize,
-    engine: Arc<dyn Engine>,
+    engine: Arc<dyn Forward>,
     queued_at: Instant,
     /// Past this, the image is answered [`BatchError::DeadlineExceeded`] instead of run.
     deadline: Option<Instant>,
@@ -309,7 +309,7 @@ impl Batcher {
     /// Must be called on a tokio runtime (the collector is a task on it).
     pub async fn classify(
         &self,
-        engine: Arc<dyn Engine>,
+        engine: Arc<dyn Forward>,
         chw: Vec<f32>,
         top_k: usize,
         admission: Option<Admission>,
@@ -327,7 +327,7 @@ impl Batcher {
     /// queued, the image is answered [`BatchError::DeadlineExceeded`] without being run.
     pub async fn classify_until(
         &self,
-        engine: Arc<dyn Engine>,
+        engine: Arc<dyn Forward>,
         chw: Vec<f32>,
         request: Request,
         preparing: impl Into<Option<Preparing>>,
@@ -337,7 +337,7 @@ impl Batcher {
 
     async fn classify_request(
         &self,
-        engine: Arc<dyn Engine>,
+        engine: Arc<dyn Forward>,
         chw: Vec<f32>,
         request: Request,
         preparing: impl Into<Option<Preparing>>,
@@ -504,7 +504,7 @@ impl Shared {
     }
 }
 
-fn same_engine(a: &Arc<dyn Engine>, b: &Arc<dyn Engine>) -> bool {
+fn same_engine(a: &Arc<dyn Forward>, b: &Arc<dyn Forward>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
@@ -642,7 +642,7 @@ fn forward(batch: &mut [Pending]) -> Result<Vec<Vec<f32>>, BatchError> {
 
 /// One forward of `count` images through `engine`, a panic contained.
 fn probabilities(
-    engine: &dyn Engine,
+    engine: &dyn Forward,
     chw: &[f32],
     count: usize,
 ) -> Result<Vec<Vec<f32>>, BatchError> {
@@ -665,7 +665,7 @@ mod tests {
     /// `-1` returns an error, `-2` panics (for the whole forward it is part of).
     struct Fake;
 
-    impl Engine for Fake {
+    impl Forward for Fake {
         fn probabilities(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError> {
             let stride = chw.len() / count;
             chw.chunks(stride)
@@ -696,7 +696,7 @@ mod tests {
         firsts: &[f32],
     ) -> Vec<Result<Ranked, BatchError>> {
         let held = pool.worker().await.unwrap();
-        let engine: Arc<dyn Engine> = Arc::new(Fake);
+        let engine: Arc<dyn Forward> = Arc::new(Fake);
         let tasks: Vec<_> = firsts
             .iter()
             .map(|&first| {
@@ -793,7 +793,7 @@ mod tests {
     #[tokio::test]
     async fn a_queued_image_waits_for_one_being_preprocessed_but_a_lone_one_does_not() {
         let (_pool, batcher) = setup(2, 0, 8, Duration::from_secs(3600));
-        let engine: Arc<dyn Engine> = Arc::new(Fake);
+        let engine: Arc<dyn Forward> = Arc::new(Fake);
         // Alone: answered although the wait is an hour.
         let lone = batcher
             .classify(Arc::clone(&engine), image(5.0), 1, None, None)
@@ -825,7 +825,7 @@ mod tests {
         let (pool, batcher) = setup(1, 1, 8, Duration::ZERO);
         let held = pool.worker().await.unwrap();
         let admission = pool.try_admit().unwrap();
-        let engine: Arc<dyn Engine> = Arc::new(Fake);
+        let engine: Arc<dyn Forward> = Arc::new(Fake);
         let abandoned = {
             let (batcher, engine) = (batcher.clone(), Arc::clone(&engine));
             tokio::spawn(async move {
@@ -859,7 +859,7 @@ mod tests {
     async fn an_image_past_its_deadline_is_answered_without_a_forward() {
         let (pool, batcher) = setup(1, 1, 8, Duration::ZERO);
         let held = pool.worker().await.unwrap();
-        let engine: Arc<dyn Engine> = Arc::new(Fake);
+        let engine: Arc<dyn Forward> = Arc::new(Fake);
         let late = {
             let (batcher, engine) = (batcher.clone(), Arc::clone(&engine));
             tokio::spawn(async move {
@@ -924,7 +924,7 @@ mod tests {
         }
     }
 
-    impl Engine for Gate {
+    impl Forward for Gate {
         fn probabilities(&self, chw: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ClassifyError> {
             let now = self.running.fetch_add(count, Ordering::SeqCst) + count;
             self.most_running.fetch_max(now, Ordering::SeqCst);
@@ -944,7 +944,7 @@ mod tests {
     /// Spawns one `classify` per first value, each reserving its place first.
     fn spawn_reserving(
         batcher: &Batcher,
-        engine: &Arc<dyn Engine>,
+        engine: &Arc<dyn Forward>,
         firsts: &[f32],
     ) -> Vec<tokio::task::JoinHandle<Result<Ranked, BatchError>>> {
         firsts
@@ -974,7 +974,7 @@ mod tests {
     async fn a_second_batch_waits_while_the_forwards_hold_the_image_limit() {
         let (pool, batcher) = setup(2, 0, 4, Duration::ZERO);
         let gate = Arc::new(Gate::default());
-        let engine: Arc<dyn Engine> = gate.clone();
+        let engine: Arc<dyn Forward> = gate.clone();
         let held = (pool.worker().await.unwrap(), pool.worker().await.unwrap());
         let tasks = spawn_reserving(&batcher, &engine, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         while batcher.stats().queued < 6 {
@@ -1001,7 +1001,7 @@ mod tests {
     async fn a_burst_beyond_the_staged_limit_waits_before_preprocessing() {
         let (pool, batcher) = setup(1, 0, 1, Duration::ZERO);
         assert_eq!(batcher.stats().limits.staged, 2);
-        let engine: Arc<dyn Engine> = Arc::new(Fake);
+        let engine: Arc<dyn Forward> = Arc::new(Fake);
         let held = pool.worker().await.unwrap();
         let tasks = spawn_reserving(&batcher, &engine, &[5.0, 6.0, 7.0, 8.0, 9.0]);
         while batcher.stats().queued < 2 {
