@@ -17,11 +17,16 @@
 
 use std::time::Instant;
 
-use image::{ImageDecoder, RgbImage, imageops};
+use image::{ImageDecoder, RgbImage};
 use jpeg_encoder::{ColorType, Encoder};
 use resnet18_fc::classifier::Classifier;
 use resnet18_fc::preprocess::{Limits, preprocess};
 use resnet18_fc::synthetic::SyntheticWeights;
+
+// The same pictures as tests/engine/preprocess_jpeg_scaled.rs.
+#[path = "../tests/support/photo.rs"]
+mod photo;
+use photo::photo;
 
 const SIZES: [(u32, u32); 2] = [(4000, 3000), (500, 375)];
 const MODES: [(&str, bool); 2] = [("scaled", false), ("exact", true)];
@@ -215,34 +220,6 @@ fn ms(started: Instant) -> f64 {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// A deterministic hash of `(x, y, salt)` to `0..=255` (SplitMix64 finaliser).
-fn hash(x: u32, y: u32, salt: u64) -> u8 {
-    let mut z = (u64::from(x) << 32 | u64::from(y)) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) as u8
-}
-
-/// The chelsea fixture resized to `width × height` plus grain and 4×4-pixel texture (the
-/// same recipe as `tests/engine/preprocess_jpeg_scaled.rs`).
-fn photo(width: u32, height: u32) -> RgbImage {
-    let fixture = image::open(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/golden/chelsea.jpg"
-    ))
-    .expect("chelsea fixture decodes")
-    .to_rgb8();
-    let mut img = imageops::resize(&fixture, width, height, imageops::FilterType::Triangle);
-    for (x, y, px) in img.enumerate_pixels_mut() {
-        let grain = i32::from(hash(x, y, 1)) / 16 - 8;
-        let texture = i32::from(hash(x / 4, y / 4, 2)) * 24 / 256 - 12;
-        for c in &mut px.0 {
-            *c = (i32::from(*c) + grain + texture).clamp(0, 255) as u8;
-        }
-    }
-    img
 }
 
 fn encode(img: &RgbImage) -> Vec<u8> {

@@ -320,22 +320,12 @@ impl Batcher {
             admission,
             deadline: None,
         };
-        self.classify_request(engine, chw, request, preparing).await
+        self.classify_until(engine, chw, request, preparing).await
     }
 
     /// [`Self::classify`] for a request with a deadline: if it passes while the image is
     /// queued, the image is answered [`BatchError::DeadlineExceeded`] without being run.
     pub async fn classify_until(
-        &self,
-        engine: Arc<dyn Forward>,
-        chw: Vec<f32>,
-        request: Request,
-        preparing: impl Into<Option<Preparing>>,
-    ) -> Result<Ranked, BatchError> {
-        self.classify_request(engine, chw, request, preparing).await
-    }
-
-    async fn classify_request(
         &self,
         engine: Arc<dyn Forward>,
         chw: Vec<f32>,

@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use image::{RgbImage, imageops};
+use image::RgbImage;
 use jpeg_encoder::{ColorType, Encoder};
 use resnet18_fc::classifier::Classifier;
 use resnet18_fc::preprocess::{
@@ -47,36 +47,9 @@ const EXACT: Limits = Limits {
 // ------------------------------------------------------------------ allocation probe
 
 use crate::largest_allocation::largest_allocation;
+use crate::support::photo::photo;
 
 // ------------------------------------------------------------------ test images
-
-/// A deterministic hash of `(x, y, salt)` to `0..=255` (SplitMix64 finaliser).
-fn hash(x: u32, y: u32, salt: u64) -> u8 {
-    let mut z = (u64::from(x) << 32 | u64::from(y)) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) as u8
-}
-
-/// The chelsea fixture resized to `width × height`, plus ±8 levels of per-pixel grain
-/// and ±12 levels of 4×4-pixel texture.
-fn photo(width: u32, height: u32) -> RgbImage {
-    let fixture = image::open(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/golden/chelsea.jpg"
-    ))
-    .expect("chelsea fixture decodes")
-    .to_rgb8();
-    let mut img = imageops::resize(&fixture, width, height, imageops::FilterType::Triangle);
-    for (x, y, px) in img.enumerate_pixels_mut() {
-        let grain = i32::from(hash(x, y, 1)) / 16 - 8;
-        let texture = i32::from(hash(x / 4, y / 4, 2)) * 24 / 256 - 12;
-        for c in &mut px.0 {
-            *c = (i32::from(*c) + grain + texture).clamp(0, 255) as u8;
-        }
-    }
-    img
-}
 
 /// The 4000×3000 photo, made once.
 fn photo_4000x3000() -> &'static RgbImage {

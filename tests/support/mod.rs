@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of this one module
 
 pub mod oss_server;
+pub mod photo;
 
 /// FC's OSS-trigger event template (docs/function-compute.md §2), as the tests send it.
 pub const OSS_EVENT_TEMPLATE: &str = include_str!("../data/oss_event_template.json");
