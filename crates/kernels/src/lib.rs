@@ -28,6 +28,8 @@ pub mod conv;
 pub mod fold;
 pub mod matmul;
 pub mod pool;
+pub mod qconv;
+pub mod qgemm;
 pub mod threads;
 pub mod winograd;
 
@@ -37,6 +39,7 @@ mod test_support;
 pub use conv::PackedConv;
 pub use fold::{BatchNorm, fold_batch_norm};
 pub use pool::{GlobalAvgPool, MaxPool};
+pub use qconv::QConv;
 pub use winograd::{Variant as WinogradVariant, WinogradConv};
 
 use std::mem::MaybeUninit;
