@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet18_fc::classifier::{Classifier, ClassifyError, Prediction};
 use resnet18_fc::preprocess::Limits;
+use resnet18_fc::resnet::Precision;
 use serde_json::json;
 
 /// Number of files from which a progress bar is shown on stderr.
@@ -14,8 +15,14 @@ const PROGRESS_THRESHOLD: usize = 8;
 
 /// Classifies every file; a bad file is reported and skipped. Exit status is non-zero when the
 /// model cannot be loaded or any file failed.
-pub fn run(model: &Path, limits: Limits, k: usize, json: bool, images: &[PathBuf]) -> ExitCode {
-    let classifier = match Classifier::load_with_limits(model, limits) {
+pub fn run(
+    model: &Path,
+    (limits, precision): (Limits, Precision),
+    k: usize,
+    json: bool,
+    images: &[PathBuf],
+) -> ExitCode {
+    let classifier = match Classifier::load_with_options(model, limits, precision) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -55,6 +55,10 @@ struct ClassifyArgs {
     /// Decode JPEGs at full size even when large (bit-exact with TorchVision, slower).
     #[arg(long, env = "RESNET18_FC_EXACT_JPEG")]
     exact_jpeg: bool,
+    /// Arithmetic of the convolutions: `f32`, or `int8` (weights quantized at load, faster,
+    /// slightly different scores).
+    #[arg(long, env = "RESNET18_FC_PRECISION", default_value = "f32")]
+    precision: resnet18_fc::resnet::Precision,
     /// Image files to classify.
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -70,7 +74,13 @@ fn main() -> ExitCode {
                 exact_jpeg: args.exact_jpeg,
                 ..Default::default()
             };
-            cli_classify::run(&args.model, limits, args.top_k, args.json, &args.images)
+            cli_classify::run(
+                &args.model,
+                (limits, args.precision),
+                args.top_k,
+                args.json,
+                &args.images,
+            )
         }
         Some(Command::Convert(args)) => cli_weights::convert(&args),
         Some(Command::FetchModel(args)) => cli_weights::fetch(&args),
