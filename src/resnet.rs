@@ -278,11 +278,12 @@ pub const PRECISION_ENV: &str = "RESNET18_FC_PRECISION";
 
 /// Arithmetic of the convolutions.
 ///
-/// `Int8`: every convolution after the stem runs on 8-bit integers — weights quantized at load
-/// per output channel (symmetric), activations quantized per tensor from the range measured on
-/// each forward (no calibration data) — with exact 32-bit accumulation and an f32 epilogue
-/// (`kernels::qconv`). The stem (its input is the signed, normalised image and it is only 3
-/// input channels deep), the residual additions, pooling and the `fc` head stay f32.
+/// `Int8`: every convolution runs on 8-bit integers — weights quantized at load per output
+/// channel (symmetric), activations quantized per tensor from the range measured on each
+/// forward (no calibration data; the stem's signed input gets a zero point) — with exact
+/// 32-bit accumulation and an f32 epilogue (`kernels::qconv`). The residual additions, pooling
+/// and the `fc` head stay f32 (the head is where the logits' sensitivity lies).
+/// `RESNET18_FC_INT8_STEM=f32` keeps the stem in f32 as well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// Everything in f32 (the default; matches TorchVision within 1e-4).
@@ -321,6 +322,15 @@ impl Precision {
 }
 
 static PROCESS_PRECISION: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
+
+/// Environment variable: `f32` keeps the stem convolution in f32 in int8 models (a
+/// benchmarking knob for the fidelity/speed trade-off; see docs/performance.md).
+pub const INT8_STEM_ENV: &str = "RESNET18_FC_INT8_STEM";
+
+/// Whether int8 models quantize the stem too (unless `RESNET18_FC_INT8_STEM=f32`).
+fn int8_stem() -> bool {
+    std::env::var(INT8_STEM_ENV).map_or(true, |v| v.trim() != "f32")
+}
 
 impl std::str::FromStr for Precision {
     type Err = String;
@@ -559,9 +569,13 @@ impl ResNet18 {
             policy: *policy,
             precision,
         };
-        // The stem stays f32 at every precision (see [`Precision::Int8`]).
+        // The stem follows the precision unless `RESNET18_FC_INT8_STEM=f32`.
         let stem_options = BuildOptions {
-            precision: Precision::F32,
+            precision: if int8_stem() {
+                precision
+            } else {
+                Precision::F32
+            },
             ..options
         };
         let stem_spec = ConvSpec {

@@ -29,6 +29,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -374,6 +375,7 @@ def driver(args):
         f"(f32: {os.path.getsize(paths['onnx']) / 1e6:.1f} MB)")
     if not args.no_speed:
         speed(paths, args)
+    shutil.rmtree(work, ignore_errors=True)  # ~110 MB of weights and models
 
 
 def main():

@@ -71,14 +71,62 @@ impl ActQuant {
     /// NaN maps to 0).
     #[inline]
     pub fn quantize(&self, x: f32, inverse: f32) -> u8 {
-        let v = x * inverse + f32::from(self.zero_point);
-        // Clamp first, then round half up by truncation (`as` saturates, NaN → 0).
-        (v.clamp(0.0, 255.0) + 0.5) as u8
+        // Round half up by truncation after clamping to [0.5, 255.5); written as selects so
+        // the loops that call it vectorize (NaN fails both compares and maps to 0).
+        let v = x * inverse + (f32::from(self.zero_point) + 0.5);
+        let v = if v >= 0.5 { v } else { 0.5 };
+        let v = if v < 255.5 { v } else { 255.0 };
+        v as i32 as u8
     }
 
     /// The value byte `q` stands for.
     pub fn dequantize(&self, q: u8) -> f32 {
         (f32::from(q) - f32::from(self.zero_point)) * self.scale
+    }
+}
+
+/// Lanes of the vertical min/max and quantization loops (written so the compiler vectorizes
+/// them: plain compare-and-select per lane, no cross-lane dependency).
+const LANES: usize = 16;
+
+/// `(min, max)` of `values` (NaN ignored); `(+∞, −∞)` when empty.
+fn range_of(values: &[f32]) -> (f32, f32) {
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for j in 0..LANES {
+            lo[j] = if chunk[j] < lo[j] { chunk[j] } else { lo[j] };
+            hi[j] = if chunk[j] > hi[j] { chunk[j] } else { hi[j] };
+        }
+    }
+    let acc = lo
+        .iter()
+        .zip(&hi)
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |acc, (l, h)| {
+            (acc.0.min(*l), acc.1.max(*h))
+        });
+    tail.iter()
+        .fold(acc, |acc, &x| (acc.0.min(x), acc.1.max(x)))
+}
+
+/// Writes [`ActQuant::quantize`] of every element of `src` into `dst`.
+fn quantize_run(quant: &ActQuant, src: &[f32], dst: &mut [u8]) {
+    let inverse = 1.0 / quant.scale;
+    let mut src_chunks = src.chunks_exact(LANES);
+    let mut dst_chunks = dst.chunks_exact_mut(LANES);
+    for (s, d) in (&mut src_chunks).zip(&mut dst_chunks) {
+        for j in 0..LANES {
+            d[j] = quant.quantize(s[j], inverse);
+        }
+    }
+    for (d, &x) in dst_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(src_chunks.remainder())
+    {
+        *d = quant.quantize(x, inverse);
     }
 }
 
@@ -291,30 +339,16 @@ impl QConv {
 
     /// Measures the input's range, quantizes it and derives the epilogue vectors.
     fn prepare(&self, input: &[f32]) -> Prepared {
-        let (min, max) = input
-            .par_chunks(QUANT_CHUNK)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-                        (lo.min(x), hi.max(x))
-                    })
-            })
-            .reduce(
-                || (f32::INFINITY, f32::NEG_INFINITY),
-                |a, b| (a.0.min(b.0), a.1.max(b.1)),
-            );
+        let (min, max) = input.par_chunks(QUANT_CHUNK).map(range_of).reduce(
+            || (f32::INFINITY, f32::NEG_INFINITY),
+            |a, b| (a.0.min(b.0), a.1.max(b.1)),
+        );
         let quant = ActQuant::from_range(min, max);
-        let inverse = 1.0 / quant.scale;
         let mut bytes = vec![0u8; input.len()];
         bytes
             .par_chunks_mut(QUANT_CHUNK)
             .zip(input.par_chunks(QUANT_CHUNK))
-            .for_each(|(dst, src)| {
-                for (d, &x) in dst.iter_mut().zip(src) {
-                    *d = quant.quantize(x, inverse);
-                }
-            });
+            .for_each(|(dst, src)| quantize_run(&quant, src, dst));
         let scale = self.weight_scale.iter().map(|&s| s * quant.scale).collect();
         let zp = i32::from(quant.zero_point);
         let zero = self.weight_sum.iter().map(|&s| s * zp).collect();
@@ -756,6 +790,37 @@ mod tests {
         }
         assert_eq!(ActQuant::from_range(0.0, 0.0).scale, 1.0);
         assert_eq!(ActQuant::from_range(f32::NAN, 1.0).zero_point, 0);
+    }
+
+    #[test]
+    fn range_and_quantization_runs_match_the_scalar_definitions() {
+        // 16-lane bodies plus a tail of 5; the extremes sit in the body and in the tail.
+        let mut values: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        values[3] = -2.5;
+        values[35] = 4.0;
+        values[20] = f32::NAN;
+        assert_eq!(range_of(&values), (-2.5, 4.0));
+        assert_eq!(range_of(&[]), (f32::INFINITY, f32::NEG_INFINITY));
+        let q = ActQuant::from_range(-2.5, 4.0);
+        let mut bytes = vec![7u8; values.len()];
+        quantize_run(&q, &values, &mut bytes);
+        let inverse = 1.0 / q.scale;
+        for (i, (&b, &x)) in bytes.iter().zip(&values).enumerate() {
+            let want = if x.is_nan() {
+                0
+            } else {
+                (x / q.scale + f32::from(q.zero_point))
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            };
+            assert!(
+                b.abs_diff(want) <= u8::from((x * inverse).fract().abs() > 0.49),
+                "{i}: {b} vs {want}"
+            );
+            assert_eq!(b, q.quantize(x, inverse));
+        }
+        assert_eq!(bytes[3], 0);
+        assert_eq!(bytes[35], 255);
     }
 
     #[test]
