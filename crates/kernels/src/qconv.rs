@@ -75,7 +75,7 @@ impl ActQuant {
         // the loops that call it vectorize (NaN fails both compares and maps to 0).
         let v = x * inverse + (f32::from(self.zero_point) + 0.5);
         let v = if v >= 0.5 { v } else { 0.5 };
-        let v = if v < 255.5 { v } else { 255.0 };
+        let v = if v < 255.0 { v } else { 255.0 };
         v as i32 as u8
     }
 
@@ -89,8 +89,31 @@ impl ActQuant {
 /// them: plain compare-and-select per lane, no cross-lane dependency).
 const LANES: usize = 16;
 
+/// Whether the AVX-512 range and quantization loops can run.
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `(min, max)` of `values` (NaN ignored); `(+∞, −∞)` when empty.
 fn range_of(values: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F detected.
+        return unsafe { x86::range_of(values) };
+    }
+    range_of_portable(values)
+}
+
+/// [`range_of`] without intrinsics.
+fn range_of_portable(values: &[f32]) -> (f32, f32) {
     let mut lo = [f32::INFINITY; LANES];
     let mut hi = [f32::NEG_INFINITY; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -113,6 +136,16 @@ fn range_of(values: &[f32]) -> (f32, f32) {
 
 /// Writes [`ActQuant::quantize`] of every element of `src` into `dst`.
 fn quantize_run(quant: &ActQuant, src: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F/BW detected.
+        return unsafe { x86::quantize_run(quant, src, dst) };
+    }
+    quantize_run_portable(quant, src, dst);
+}
+
+/// [`quantize_run`] without intrinsics.
+fn quantize_run_portable(quant: &ActQuant, src: &[f32], dst: &mut [u8]) {
     let inverse = 1.0 / quant.scale;
     let mut src_chunks = src.chunks_exact(LANES);
     let mut dst_chunks = dst.chunks_exact_mut(LANES);
@@ -127,6 +160,67 @@ fn quantize_run(quant: &ActQuant, src: &[f32], dst: &mut [u8]) {
         .zip(src_chunks.remainder())
     {
         *d = quant.quantize(x, inverse);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{ActQuant, LANES};
+
+    /// [`super::range_of`] with AVX-512 (same NaN rule: a NaN lane keeps the running value).
+    ///
+    /// # Safety
+    /// AVX-512F available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn range_of(values: &[f32]) -> (f32, f32) {
+        let chunks = values.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        let mut lo = _mm512_set1_ps(f32::INFINITY);
+        let mut hi = _mm512_set1_ps(f32::NEG_INFINITY);
+        for chunk in chunks {
+            // SAFETY: the chunk holds 16 floats.
+            let x = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
+            // min/max return the second operand when the first is NaN.
+            lo = _mm512_min_ps(x, lo);
+            hi = _mm512_max_ps(x, hi);
+        }
+        let acc = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+        tail.iter()
+            .fold(acc, |acc, &x| (acc.0.min(x), acc.1.max(x)))
+    }
+
+    /// [`super::quantize_run`] with AVX-512: the same operations as [`ActQuant::quantize`]
+    /// (multiply, add, clamp, truncate), so the bytes are identical.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX-512BW available.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_run(quant: &ActQuant, src: &[f32], dst: &mut [u8]) {
+        let inverse = 1.0 / quant.scale;
+        let inv = _mm512_set1_ps(inverse);
+        let offset = _mm512_set1_ps(f32::from(quant.zero_point) + 0.5);
+        let (low, high) = (_mm512_set1_ps(0.5), _mm512_set1_ps(255.0));
+        let mut src_chunks = src.chunks_exact(LANES);
+        let mut dst_chunks = dst.chunks_exact_mut(LANES);
+        for (s, d) in (&mut src_chunks).zip(&mut dst_chunks) {
+            // SAFETY: both chunks hold 16 elements.
+            unsafe {
+                let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(s.as_ptr()), inv), offset);
+                // max returns `low` for NaN lanes, as the scalar select does.
+                let v = _mm512_min_ps(_mm512_max_ps(v, low), high);
+                let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+                _mm_storeu_si128(d.as_mut_ptr().cast(), bytes);
+            }
+        }
+        for (d, &x) in dst_chunks
+            .into_remainder()
+            .iter_mut()
+            .zip(src_chunks.remainder())
+        {
+            *d = quant.quantize(x, inverse);
+        }
     }
 }
 
@@ -800,10 +894,14 @@ mod tests {
         values[35] = 4.0;
         values[20] = f32::NAN;
         assert_eq!(range_of(&values), (-2.5, 4.0));
+        assert_eq!(range_of_portable(&values), (-2.5, 4.0));
         assert_eq!(range_of(&[]), (f32::INFINITY, f32::NEG_INFINITY));
         let q = ActQuant::from_range(-2.5, 4.0);
         let mut bytes = vec![7u8; values.len()];
         quantize_run(&q, &values, &mut bytes);
+        let mut portable = vec![7u8; values.len()];
+        quantize_run_portable(&q, &values, &mut portable);
+        assert_eq!(bytes, portable);
         let inverse = 1.0 / q.scale;
         for (i, (&b, &x)) in bytes.iter().zip(&values).enumerate() {
             let want = if x.is_nan() {
