@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli_classify;
+mod cli_eval;
 mod cli_serve;
 mod cli_weights;
 
@@ -34,6 +35,8 @@ enum Command {
     Serve(cli_serve::ServeArgs),
     /// Classify image files and print the top classes of each.
     Classify(ClassifyArgs),
+    /// Top-1 / top-5 accuracy of f32 and int8 on labelled images, and their agreement.
+    Eval(EvalArgs),
     /// Convert a TorchVision ResNet-18 checkpoint (.pth) into safetensors.
     Convert(cli_weights::ConvertArgs),
     /// Download TorchVision's ResNet-18 weights, verify, convert and install them.
@@ -64,6 +67,20 @@ struct ClassifyArgs {
     images: Vec<PathBuf>,
 }
 
+/// Arguments of `resnet18-fc eval`.
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// Weights file (safetensors).
+    #[arg(long, env = "RESNET18_FC_MODEL", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Decode JPEGs at full size even when large (bit-exact with TorchVision, slower).
+    #[arg(long, env = "RESNET18_FC_EXACT_JPEG")]
+    exact_jpeg: bool,
+    /// A folder of class sub-folders (numbers 0..1000, or all 1000 ImageNet WordNet ids as in
+    /// the validation set), or a CSV file of `file,class_index` lines.
+    set: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -81,6 +98,13 @@ fn main() -> ExitCode {
                 args.json,
                 &args.images,
             )
+        }
+        Some(Command::Eval(args)) => {
+            let limits = resnet18_fc::preprocess::Limits {
+                exact_jpeg: args.exact_jpeg,
+                ..Default::default()
+            };
+            cli_eval::run(&args.model, &args.set, limits)
         }
         Some(Command::Convert(args)) => cli_weights::convert(&args),
         Some(Command::FetchModel(args)) => cli_weights::fetch(&args),
