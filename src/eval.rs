@@ -158,8 +158,7 @@ impl Tally {
         self.f32_top5 += usize::from(f32_top5.iter().take(5).any(|&c| c == truth));
         self.int8_top1 += usize::from(int8_top5.first() == Some(&truth));
         self.int8_top5 += usize::from(int8_top5.iter().take(5).any(|&c| c == truth));
-        self.agree +=
-            usize::from(f32_top5.first().is_some() && f32_top5.first() == int8_top5.first());
+        self.agree += usize::from(!f32_top5.is_empty() && f32_top5.first() == int8_top5.first());
     }
 
     /// `count` as a percentage of the ranked images (0 when none).
