@@ -301,26 +301,27 @@ def child_ort_e2e(model, threads, image, iters):
     report(load_ms, times, logits)
 
 
-# (system, mode, threads): mode "e2e" = batch-1 classify of a JPEG, "b8" = batch-8 forward.
-CONFIGS = [(s, mode, t) for (mode, t) in [("e2e", 1), ("e2e", 2), ("b8", 2)]
+# (system, mode, threads): mode "e2e" = batch-1 classify of a JPEG, "b1" / "b8" = forward only.
+CONFIGS = [(s, mode, t) for (mode, t) in [("e2e", 1), ("e2e", 2), ("b1", 1), ("b8", 2)]
            for s in ["ort-int8", "resnet18-fc-int8", "resnet18-fc-f32"]]
 
 
 def measure(config, paths, iters):
     system, mode, threads = config
-    n = iters if mode == "e2e" else max(3, iters // 4)
+    n = iters if mode != "b8" else max(3, iters // 4)
+    batch = "8" if mode == "b8" else "1"
     if system == "ort-int8":
         if mode == "e2e":
             cmd = [sys.executable, __file__, "--child-ort-e2e", paths["onnx_int8"], str(threads), paths["image"], str(n)]
         else:
-            cmd = [sys.executable, __file__, "--child-ort", paths["onnx_int8"], str(threads), "8", str(n)]
+            cmd = [sys.executable, __file__, "--child-ort", paths["onnx_int8"], str(threads), batch, str(n)]
     else:
         precision = system.rsplit("-", 1)[1]
         if mode == "e2e":
             cmd = [paths["engine"], "--child-e2e", precision, paths["weights"], paths["image"], str(n)]
         else:
             impl = "resnet18-fc-int8" if precision == "int8" else "resnet18-fc"
-            cmd = [paths["engine"], "--child", impl, paths["weights"], str(n), "8"]
+            cmd = [paths["engine"], "--child", impl, paths["weights"], str(n), batch]
     out, _ = run_child(cmd, env_threads(threads))
     return json.loads(out.strip().splitlines()[-1])
 
@@ -347,18 +348,22 @@ def speed(paths, args):
     rss = {c: statistics.median(r["rss_mb"] for r in rs) for c, rs in results.items()}
     model, flags = cpu_flags()
     print(f"Speed: {args.rounds} interleaved rounds x {args.iters} iterations (batch 8: {max(3, args.iters // 4)}); "
-          f"medians; ratio = time / ONNX Runtime int8 time (lower is better); "
+          f"medians; "
           f"CPU {model}, {os.cpu_count()} logical CPUs, flags {' '.join(flags)}; "
           f"load average at start {os.getloadavg()[0]:.1f}")
     print()
     print("| system | b1 end to end, 1 thread (ms) | ratio | b1 end to end, 2 threads (ms) | ratio "
-          "| b8 forward, 2 threads (img/s) | ratio (ORT/x) | peak RSS b1 (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| b1 forward, 1 thread (ms) | ratio | b8 forward, 2 threads (img/s) | throughput ratio | peak RSS b1 (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for s in ["ort-int8", "resnet18-fc-int8", "resnet18-fc-f32"]:
-        one, two, eight = med[(s, "e2e", 1)], med[(s, "e2e", 2)], med[(s, "b8", 2)]
-        o1, o2, o8 = med[("ort-int8", "e2e", 1)], med[("ort-int8", "e2e", 2)], med[("ort-int8", "b8", 2)]
-        print(f"| {s} | {one:.1f} | {one / o1:.2f}x | {two:.1f} | {two / o2:.2f}x | {8000 / eight:.1f} "
-              f"| {o8 / eight:.2f}x | {rss[(s, 'e2e', 1)]:.0f} |")
+        one, two, fwd, eight = (med[(s, "e2e", 1)], med[(s, "e2e", 2)], med[(s, "b1", 1)], med[(s, "b8", 2)])
+        o1, o2, of, o8 = (med[("ort-int8", "e2e", 1)], med[("ort-int8", "e2e", 2)], med[("ort-int8", "b1", 1)],
+                          med[("ort-int8", "b8", 2)])
+        print(f"| {s} | {one:.1f} | {one / o1:.2f}x | {two:.1f} | {two / o2:.2f}x | {fwd:.1f} | {fwd / of:.2f}x "
+              f"| {8000 / eight:.1f} | {o8 / eight:.2f}x | {rss[(s, 'b1', 1)]:.0f} |")
+    print()
+    print("Ratios: time / ORT int8 time for latencies (lower is better), "
+          "throughput / ORT int8 throughput for batch 8 (higher is better).")
 
 
 def driver(args):
