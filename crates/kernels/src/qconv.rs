@@ -39,6 +39,10 @@ const QUANT_CHUNK: usize = 1 << 15;
 thread_local! {
     /// Per-thread u8 im2col scratch, reused across calls.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The quantized input of the call running on this thread, kept between calls so that it
+    /// is neither zero-filled nor page-faulted in again on every layer (taken out while in use,
+    /// so a nested call on the same thread simply allocates its own).
+    static QUANTIZED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Per-tensor affine quantization of activations: `x ≈ (q − zero_point) · scale`, `q ∈ 0..=255`.
@@ -300,10 +304,19 @@ impl Geometry {
 
 /// One call's quantized input and epilogue vectors.
 struct Prepared {
-    input: Vec<u8>,
+    /// The quantized input in its first `len` bytes (the buffer may be longer).
+    buffer: Vec<u8>,
+    len: usize,
     quant: ActQuant,
     scale: Vec<f32>,
     zero: Vec<i32>,
+}
+
+impl Prepared {
+    /// The quantized input.
+    fn input(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
 }
 
 impl QConv {
@@ -438,8 +451,11 @@ impl QConv {
             |a, b| (a.0.min(b.0), a.1.max(b.1)),
         );
         let quant = ActQuant::from_range(min, max);
-        let mut bytes = vec![0u8; input.len()];
-        bytes
+        let mut buffer = QUANTIZED.with_borrow_mut(std::mem::take);
+        if buffer.len() < input.len() {
+            buffer.resize(input.len(), 0);
+        }
+        buffer[..input.len()]
             .par_chunks_mut(QUANT_CHUNK)
             .zip(input.par_chunks(QUANT_CHUNK))
             .for_each(|(dst, src)| quantize_run(&quant, src, dst));
@@ -447,7 +463,8 @@ impl QConv {
         let zp = i32::from(quant.zero_point);
         let zero = self.weight_sum.iter().map(|&s| s * zp).collect();
         Prepared {
-            input: bytes,
+            buffer,
+            len: input.len(),
             quant,
             scale,
             zero,
@@ -482,6 +499,11 @@ impl QConv {
         } else {
             self.run_split(&prepared, g, &epilogue, &mut out, tasks);
         }
+        QUANTIZED.with_borrow_mut(|kept| {
+            if kept.len() < prepared.buffer.len() {
+                *kept = prepared.buffer;
+            }
+        });
         // SAFETY: both strategies cover every (row, column) of the output with one GEMM call,
         // whose epilogue writes every element of its range.
         unsafe { assume_filled(out) }
@@ -506,7 +528,7 @@ impl QConv {
                 let r1 = (r0 + ROW_TILE).min(rows);
                 SCRATCH.with_borrow_mut(|scratch| {
                     scratch.resize((r1 - r0) * lda, 0);
-                    self.im2col(&p.input, p.quant.zero_point, g, r0, r1, scratch);
+                    self.im2col(p.input(), p.quant.zero_point, g, r0, r1, scratch);
                     // SAFETY: rows r0..r1 of the output belong to this task alone.
                     let c = unsafe { shared.ptr().add(r0 * o) };
                     let epilogue = epilogue.offset_residual(r0 * o);
@@ -533,7 +555,7 @@ impl QConv {
             .for_each(|(tile, block)| {
                 let r0 = tile * ROW_TILE;
                 self.im2col(
-                    &p.input,
+                    p.input(),
                     p.quant.zero_point,
                     g,
                     r0,
