@@ -14,7 +14,7 @@
 //! calibration, `fc` in f32) on the same weights, measured by `tools/bench/int8.py` on 76 inputs
 //! from 19 real photos (docs/performance.md): 93.4 % top-1 agreement with f32 and a mean
 //! |Δlogit| of 0.036, against 97.4 % and 0.014 for this engine. The mean bound is therefore
-//! ORT's figure rounded up (0.04; this engine measures 0.009–0.019 on these six images), and at
+//! ORT's figure rounded up (0.04; this engine measures 0.008–0.018 on these six images), and at
 //! most one of the six may change class. A regression such as a wrong zero point, a transposed
 //! weight layout or a lost epilogue term gives errors of the order of the logits themselves.
 //! Run with `cargo test --test int8_golden -- --nocapture` to see the measured figures.
