@@ -8,6 +8,7 @@
 pub mod api;
 pub mod classifier;
 pub mod config;
+pub mod eval;
 pub mod fc;
 pub use resnet18_kernels as kernels;
 pub mod labels;
