@@ -13,9 +13,16 @@
 //!
 //! Modes used by `tools/bench/compare.py` (the comparison with ONNX Runtime and torch):
 //! * `--write-weights PATH` writes the synthetic weights as safetensors;
-//! * `--child IMPL WEIGHTS ITERS [BATCH]` (IMPL: `resnet18-fc`, `resnet18-fc-im2col`,
-//!   `candle-stock`) prints one JSON line
+//! * `--child IMPL WEIGHTS ITERS [BATCH]` (IMPL: `resnet18-fc`, `resnet18-fc-int8`,
+//!   `resnet18-fc-im2col`, `candle-stock`) prints one JSON line
 //!   `{"load_ms", "forward_ms", "rss_mb", "logit_sum", "top1"}` (median forward; logits of image 0).
+//!
+//! Modes used by `tools/bench/int8.py` (int8 against ONNX Runtime's int8):
+//! * `--logits WEIGHTS TENSORS COUNT` reads `COUNT` normalised `3×224×224` f32 tensors
+//!   (little-endian, concatenated) and prints `{"f32": [[…]], "int8": [[…]]}`, the logits of
+//!   both precisions;
+//! * `--child-e2e PRECISION WEIGHTS IMAGE ITERS` times `Classifier::classify` (decode +
+//!   preprocess + forward) on one image file and prints the same JSON line as `--child`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +31,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Module, Tensor};
 use resnet18_fc::classifier::Classifier;
 use resnet18_fc::preprocess::{Limits, TENSOR_LEN};
+use resnet18_fc::resnet::Precision;
 use resnet18_fc::synthetic::SyntheticWeights;
 
 /// `resnet18-fc-im2col` is our graph with every convolution as im2col + GEMM (no Winograd), the
@@ -39,6 +47,22 @@ fn main() {
         SyntheticWeights::generate()
             .write_safetensors(&path)
             .expect("write weights");
+        return;
+    }
+    if let Some(pos) = args.iter().position(|a| a == "--logits") {
+        let count: usize = args[pos + 3].parse().expect("COUNT");
+        logits_of_tensors(Path::new(&args[pos + 1]), Path::new(&args[pos + 2]), count);
+        return;
+    }
+    if let Some(pos) = args.iter().position(|a| a == "--child-e2e") {
+        let precision: Precision = args[pos + 1].parse().expect("PRECISION");
+        let iters: usize = args[pos + 4].parse().unwrap_or(20);
+        child_e2e(
+            precision,
+            Path::new(&args[pos + 2]),
+            Path::new(&args[pos + 3]),
+            iters,
+        );
         return;
     }
     if let Some(pos) = args.iter().position(|a| a == "--child") {
@@ -166,9 +190,14 @@ fn child(implementation: &str, weights: &Path, iters: usize, batch: usize) {
         unsafe { std::env::set_var(resnet18_fc::resnet::CONV_POLICY_ENV, "im2col") };
     }
     let forward: Box<dyn Fn() -> Vec<f32>> = match implementation {
-        "resnet18-fc" | "resnet18-fc-im2col" => {
+        "resnet18-fc" | "resnet18-fc-im2col" | "resnet18-fc-int8" => {
+            let precision = if implementation == "resnet18-fc-int8" {
+                Precision::Int8
+            } else {
+                Precision::F32
+            };
             let classifier =
-                Classifier::load_with_limits(weights, Limits::default()).expect("load");
+                Classifier::load_with_options(weights, Limits::default(), precision).expect("load");
             Box::new(move || {
                 let mut rows = classifier.logits(&input_data, batch).expect("forward");
                 rows.swap_remove(0)
@@ -214,6 +243,57 @@ fn child(implementation: &str, weights: &Path, iters: usize, batch: usize) {
         "rss_mb": peak_rss_kb() as f64 / 1024.0,
         "logit_sum": logits.iter().map(|&v| f64::from(v)).sum::<f64>(),
         "top1": top1,
+    });
+    println!("{line}");
+}
+
+/// Prints the f32 and int8 logits of every tensor in the raw file `tensors` (one JSON object).
+fn logits_of_tensors(weights: &Path, tensors: &Path, count: usize) {
+    let bytes = std::fs::read(tensors).expect("read tensors");
+    assert_eq!(bytes.len(), count * TENSOR_LEN * 4, "tensor file size");
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut out = serde_json::Map::new();
+    for precision in [Precision::F32, Precision::Int8] {
+        let classifier =
+            Classifier::load_with_options(weights, Limits::default(), precision).expect("load");
+        let rows: Vec<Vec<f32>> = values
+            .chunks(TENSOR_LEN * 8)
+            .flat_map(|chunk| {
+                classifier
+                    .logits(chunk, chunk.len() / TENSOR_LEN)
+                    .expect("forward")
+            })
+            .collect();
+        out.insert(precision.name().into(), serde_json::json!(rows));
+    }
+    println!("{}", serde_json::Value::Object(out));
+}
+
+/// Times `classify` (decode + preprocess + forward, batch 1) on one image file.
+fn child_e2e(precision: Precision, weights: &Path, image: &Path, iters: usize) {
+    let bytes = std::fs::read(image).expect("read image");
+    let started = Instant::now();
+    let classifier =
+        Classifier::load_with_options(weights, Limits::default(), precision).expect("load");
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let first = classifier.classify(&bytes, 1).expect("classify");
+    let mut times: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(classifier.classify(&bytes, 1).expect("classify"));
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let line = serde_json::json!({
+        "load_ms": load_ms,
+        "forward_ms": times[times.len() / 2],
+        "rss_mb": peak_rss_kb() as f64 / 1024.0,
+        "logit_sum": 0.0,
+        "top1": first.classes[0].index,
     });
     println!("{line}");
 }

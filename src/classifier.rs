@@ -16,7 +16,7 @@ use crate::preprocess::{
     self, Cancel, DecodeMemory, INPUT_SIZE, Interrupted, Limits, PreprocessError, Preprocessed,
     TENSOR_LEN,
 };
-use crate::resnet::{ModelError, NUM_CLASSES, ResNet18, TensorSource};
+use crate::resnet::{ModelError, NUM_CLASSES, Precision, ResNet18, TensorSource};
 
 /// Why a classification failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,7 @@ pub struct Classifier {
     /// Decode memory shared by every [`Self::prepare_until`] of this classifier (and its
     /// clones): 1.5 × `limits.max_decoded_bytes`.
     memory: Arc<DecodeMemory>,
+    precision: Precision,
 }
 
 impl Classifier {
@@ -128,30 +129,62 @@ impl Classifier {
         Self::load_with_limits(path, Limits::default())
     }
 
-    /// Loads the weights at `path`; images are checked against `limits` before decoding.
+    /// Loads the weights at `path` at [`Precision::process_default`]; images are checked
+    /// against `limits` before decoding.
     pub fn load_with_limits(path: &Path, limits: Limits) -> Result<Self, ClassifyError> {
+        Self::load_with_options(path, limits, Precision::process_default())
+    }
+
+    /// [`Self::load_with_limits`] at an explicit precision.
+    pub fn load_with_options(
+        path: &Path,
+        limits: Limits,
+        precision: Precision,
+    ) -> Result<Self, ClassifyError> {
         let started = Instant::now();
-        let model = ResNet18::load(path)?;
+        let model = ResNet18::load_with(path, precision)?;
         Ok(Self::from_model(
             model,
             limits,
             path.display().to_string(),
-            started,
+            (started, precision),
         ))
     }
 
-    /// Builds a classifier from any tensor source (synthetic weights in tests and benchmarks).
+    /// Builds an f32 classifier from any tensor source (synthetic weights in tests and
+    /// benchmarks).
     pub fn from_source(
         src: &dyn TensorSource,
         name: &str,
         limits: Limits,
     ) -> Result<Self, ClassifyError> {
-        let started = Instant::now();
-        let model = ResNet18::from_source(src)?;
-        Ok(Self::from_model(model, limits, name.to_string(), started))
+        Self::from_source_with(src, name, limits, Precision::F32)
     }
 
-    fn from_model(model: ResNet18, limits: Limits, source: String, started: Instant) -> Self {
+    /// [`Self::from_source`] at an explicit precision.
+    pub fn from_source_with(
+        src: &dyn TensorSource,
+        name: &str,
+        limits: Limits,
+        precision: Precision,
+    ) -> Result<Self, ClassifyError> {
+        let started = Instant::now();
+        let policy = crate::resnet::ConvPolicy::from_env();
+        let model = ResNet18::from_source_precision(src, &policy, precision)?;
+        Ok(Self::from_model(
+            model,
+            limits,
+            name.to_string(),
+            (started, precision),
+        ))
+    }
+
+    fn from_model(
+        model: ResNet18,
+        limits: Limits,
+        source: String,
+        (started, precision): (Instant, Precision),
+    ) -> Self {
         let info = ModelInfo {
             name: MODEL_NAME,
             source,
@@ -162,7 +195,13 @@ impl Classifier {
             limits,
             info,
             memory: Arc::new(DecodeMemory::for_limits(&limits)),
+            precision,
         }
+    }
+
+    /// The arithmetic of the loaded model.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// What was loaded, from where, and how long it took.

@@ -9,6 +9,7 @@ use resnet18_fc::classifier::{Classifier, ClassifyError, Prediction};
 use resnet18_fc::engine::Prediction as PredictionJson;
 use resnet18_fc::labels::Lang;
 use resnet18_fc::preprocess::Limits;
+use resnet18_fc::resnet::Precision;
 use serde_json::json;
 
 /// Number of files from which a progress bar is shown on stderr.
@@ -25,8 +26,14 @@ pub struct Output {
 
 /// Classifies every file; a bad file is reported and skipped. Exit status is non-zero when the
 /// model cannot be loaded or any file failed.
-pub fn run(model: &Path, limits: Limits, k: usize, output: Output, images: &[PathBuf]) -> ExitCode {
-    let classifier = match Classifier::load_with_limits(model, limits) {
+pub fn run(
+    model: &Path,
+    (limits, precision): (Limits, Precision),
+    k: usize,
+    output: Output,
+    images: &[PathBuf],
+) -> ExitCode {
+    let classifier = match Classifier::load_with_options(model, limits, precision) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -23,6 +23,7 @@ use resnet18_fc::fc::{DEFAULT_DRAIN_BUDGET, Lifecycle};
 use resnet18_fc::http::{CorsPolicy, Server};
 use resnet18_fc::malloc::{self, MallocTuning};
 use resnet18_fc::preprocess::Limits;
+use resnet18_fc::resnet::Precision;
 use resnet18_fc::weights::FetchOptions;
 
 /// Tokio worker threads at most: handlers only parse and wait, CPU work runs on rayon.
@@ -92,6 +93,10 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_DRAIN_BUDGET.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=90))]
     drain_seconds: u64,
+    /// Arithmetic of the convolutions: `f32`, or `int8` (weights quantized per output channel
+    /// at load, activations per tensor at run time; faster, slightly different scores).
+    #[arg(long, env = "RESNET18_FC_PRECISION", default_value = "f32")]
+    precision: Precision,
 }
 
 /// Runs the server until SIGTERM / SIGINT / `GET /pre-stop`; exit status 0 after a clean drain.
@@ -122,6 +127,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     configure_rayon(workers);
     let port = config::resolve_port(args.port, &config::process_env)?;
     let address = socket_address(&args.host, port)?;
+    if !args.precision.set_process_default() {
+        anyhow::bail!(
+            "precision already fixed before --precision {}",
+            args.precision
+        );
+    }
     let model = config::resolve_model_path(args.model.as_deref(), &config::process_env);
     let loader = FetchingLoader {
         path: model,
@@ -159,6 +170,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_jpeg_scans = args.max_jpeg_scans,
         exact_jpeg = args.exact_jpeg,
         drain_seconds = args.drain_seconds,
+        precision = %args.precision,
         malloc = ?malloc,
         cors = ?cors,
         model = %loader.describe(),

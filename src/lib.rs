@@ -11,6 +11,7 @@ pub mod classifier;
 pub mod config;
 pub mod credentials;
 pub mod engine;
+pub mod eval;
 pub mod fc;
 pub mod http;
 pub use resnet18_kernels as kernels;

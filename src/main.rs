@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli_classify;
+mod cli_eval;
 mod cli_serve;
 mod cli_weights;
 
@@ -31,6 +32,8 @@ enum Command {
     Serve(cli_serve::ServeArgs),
     /// Classify image files and print the top classes of each.
     Classify(ClassifyArgs),
+    /// Top-1 / top-5 accuracy of f32 and int8 on labelled images, and their agreement.
+    Eval(EvalArgs),
     /// Convert a TorchVision ResNet-18 checkpoint (.pth) into safetensors.
     Convert(cli_weights::ConvertArgs),
     /// Download TorchVision's ResNet-18 weights, verify, convert and install them.
@@ -56,9 +59,27 @@ struct ClassifyArgs {
     /// Decode JPEGs at full size even when large (bit-exact with TorchVision, slower).
     #[arg(long, env = "RESNET18_FC_EXACT_JPEG")]
     exact_jpeg: bool,
+    /// Arithmetic of the convolutions: `f32`, or `int8` (weights quantized at load, faster,
+    /// slightly different scores).
+    #[arg(long, env = "RESNET18_FC_PRECISION", default_value = "f32")]
+    precision: resnet18_fc::resnet::Precision,
     /// Image files to classify.
     #[arg(required = true)]
     images: Vec<PathBuf>,
+}
+
+/// Arguments of `resnet18-fc eval`.
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// Weights file (safetensors).
+    #[arg(long, env = "RESNET18_FC_MODEL", default_value = resnet18_fc::config::DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Decode JPEGs at full size even when large (bit-exact with TorchVision, slower).
+    #[arg(long, env = "RESNET18_FC_EXACT_JPEG")]
+    exact_jpeg: bool,
+    /// A folder of class sub-folders (numbers 0..1000, or all 1000 ImageNet WordNet ids as in
+    /// the validation set), or a CSV file of `file,class_index` lines.
+    set: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -75,7 +96,20 @@ fn main() -> ExitCode {
                 json: args.json,
                 lang: args.lang,
             };
-            cli_classify::run(&args.model, limits, args.top_k, output, &args.images)
+            cli_classify::run(
+                &args.model,
+                (limits, args.precision),
+                args.top_k,
+                output,
+                &args.images,
+            )
+        }
+        Some(Command::Eval(args)) => {
+            let limits = resnet18_fc::preprocess::Limits {
+                exact_jpeg: args.exact_jpeg,
+                ..Default::default()
+            };
+            cli_eval::run(&args.model, &args.set, limits)
         }
         Some(Command::Convert(args)) => cli_weights::convert(&args),
         Some(Command::FetchModel(args)) => cli_weights::fetch(&args),

@@ -18,7 +18,8 @@ use candle_core::{Module, Tensor};
 use candle_nn::Linear;
 
 use crate::kernels::{
-    BatchNorm, GlobalAvgPool, MaxPool, PackedConv, WinogradConv, WinogradVariant, fold_batch_norm,
+    BatchNorm, GlobalAvgPool, MaxPool, PackedConv, QConv, WinogradConv, WinogradVariant,
+    fold_batch_norm,
 };
 
 mod file;
@@ -219,7 +220,7 @@ pub struct ConvPolicy {
 }
 
 impl Default for ConvPolicy {
-    /// Winograd F(2,3) on layer1–layer3 (it meets the 1e-4 logit parity; see `tests/parity.rs`).
+    /// Winograd F(2,3) on layer1–layer3 (it meets the 1e-4 logit parity; see `tests/engine/parity.rs`).
     fn default() -> Self {
         Self {
             winograd: Some(WinogradVariant::F2x3),
@@ -271,12 +272,92 @@ impl ConvPolicy {
     }
 }
 
-/// One convolution with BN folded: tiled im2col + GEMM, or Winograd for 3×3 stride-1 layers.
-/// Both take and return NHWC tensors and fuse bias, residual and ReLU.
+/// Environment variable giving the default [`Precision`] of models loaded from a file
+/// (`f32` or `int8`); the `--precision` option of `serve` and `classify` reads it too.
+pub const PRECISION_ENV: &str = "RESNET18_FC_PRECISION";
+
+/// Arithmetic of the convolutions.
+///
+/// `Int8`: every convolution runs on 8-bit integers — weights quantized at load per output
+/// channel (symmetric), activations quantized per tensor from the range measured on each
+/// forward (no calibration data; the stem's signed input gets a zero point) — with exact
+/// 32-bit accumulation and an f32 epilogue (`kernels::qconv`). The residual additions, pooling
+/// and the `fc` head stay f32 (the head is where the logits' sensitivity lies).
+/// `RESNET18_FC_INT8_STEM=f32` keeps the stem in f32 as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Everything in f32 (the default; matches TorchVision within 1e-4).
+    #[default]
+    F32,
+    /// 8-bit convolutions (see above).
+    Int8,
+}
+
+impl Precision {
+    /// `f32` or `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// The precision of models loaded by [`ResNet18::load`]: the one given to
+    /// [`Precision::set_process_default`], else `RESNET18_FC_PRECISION` when it names one,
+    /// else f32. Decided once per process.
+    pub fn process_default() -> Self {
+        *PROCESS_PRECISION.get_or_init(|| {
+            std::env::var(PRECISION_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Fixes [`Self::process_default`] (the command line does, before loading the model).
+    /// Returns false when it was already decided differently.
+    pub fn set_process_default(self) -> bool {
+        *PROCESS_PRECISION.get_or_init(|| self) == self
+    }
+}
+
+static PROCESS_PRECISION: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
+
+/// Environment variable: `f32` keeps the stem convolution in f32 in int8 models (a
+/// benchmarking knob for the fidelity/speed trade-off; see docs/performance.md).
+pub const INT8_STEM_ENV: &str = "RESNET18_FC_INT8_STEM";
+
+/// Whether int8 models quantize the stem too (unless `RESNET18_FC_INT8_STEM=f32`).
+fn int8_stem() -> bool {
+    std::env::var(INT8_STEM_ENV).map_or(true, |v| v.trim() != "f32")
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision {other:?}: expected f32 or int8")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One convolution with BN folded: tiled im2col + GEMM, Winograd for 3×3 stride-1 layers, or
+/// the 8-bit im2col kernel. All take and return NHWC f32 tensors and fuse bias, residual and
+/// ReLU.
 #[derive(Debug, Clone)]
 enum Conv {
     Im2col(PackedConv),
     Winograd(WinogradConv),
+    Int8(QConv),
 }
 
 impl Conv {
@@ -284,6 +365,7 @@ impl Conv {
         match self {
             Conv::Im2col(c) => c.forward(x),
             Conv::Winograd(c) => c.forward(x),
+            Conv::Int8(c) => c.forward(x),
         }
     }
 
@@ -291,8 +373,16 @@ impl Conv {
         match self {
             Conv::Im2col(c) => c.forward_add(x, residual),
             Conv::Winograd(c) => c.forward_add(x, residual),
+            Conv::Int8(c) => c.forward_add(x, residual),
         }
     }
+}
+
+/// How each convolution of a model is computed: the f32 policy and the precision.
+#[derive(Debug, Clone, Copy)]
+struct BuildOptions {
+    policy: ConvPolicy,
+    precision: Precision,
 }
 
 /// Geometry of one convolution as stored in the weights file and run by the kernel.
@@ -307,7 +397,7 @@ struct ConvSpec {
 }
 
 /// Loads `conv_name.weight` and the batch-norm `bn_name.*`, folds them and packs the result for
-/// the channels-last convolution kernel `policy` picks (ReLU fused when `spec.relu`).
+/// the channels-last convolution kernel `options` pick (ReLU fused when `spec.relu`).
 ///
 /// The raw weight is read into a temporary vector, folded in place and packed; only the packed
 /// copy survives, so loading holds at most one raw tensor besides the packed model.
@@ -316,7 +406,7 @@ fn load_conv_bn(
     conv_name: &str,
     bn_name: &str,
     spec: ConvSpec,
-    policy: &ConvPolicy,
+    options: &BuildOptions,
 ) -> Result<Conv, ModelError> {
     let shape = [
         spec.out_channels,
@@ -348,7 +438,17 @@ fn load_conv_bn(
     let bias = fold_batch_norm(&mut weight, &bn).ok_or_else(|| {
         candle_core::Error::Msg(format!("{bn_name}: batch-norm does not match {conv_name}"))
     })?;
-    Ok(match policy.winograd_for(&spec) {
+    if options.precision == Precision::Int8 {
+        return Ok(Conv::Int8(QConv::new(
+            &weight,
+            &bias,
+            shape,
+            spec.stride,
+            spec.padding,
+            spec.relu,
+        )?));
+    }
+    Ok(match options.policy.winograd_for(&spec) {
         Some(variant) => Conv::Winograd(WinogradConv::new(
             &weight, &bias, shape, spec.relu, variant,
         )?),
@@ -381,7 +481,7 @@ impl BasicBlock {
         inp: usize,
         out: usize,
         downsample: bool,
-        policy: &ConvPolicy,
+        options: &BuildOptions,
     ) -> Result<Self, ModelError> {
         let stride = if inp == out { 1 } else { 2 };
         let conv = |name: &str, bn: &str, spec| {
@@ -390,7 +490,7 @@ impl BasicBlock {
                 &format!("{prefix}.{name}"),
                 &format!("{prefix}.{bn}"),
                 spec,
-                policy,
+                options,
             )
         };
         let spec = |in_channels, kernel, stride, padding, relu| ConvSpec {
@@ -450,11 +550,34 @@ impl ResNet18 {
         Self::from_source_with(src, &ConvPolicy::from_env())
     }
 
-    /// [`Self::from_source`] with an explicit convolution policy.
+    /// [`Self::from_source`] with an explicit convolution policy (f32).
     pub fn from_source_with(
         src: &dyn TensorSource,
         policy: &ConvPolicy,
     ) -> Result<Self, ModelError> {
+        Self::from_source_precision(src, policy, Precision::F32)
+    }
+
+    /// [`Self::from_source_with`] at the given precision (the policy applies to the f32
+    /// convolutions: all of them in f32, the stem in int8).
+    pub fn from_source_precision(
+        src: &dyn TensorSource,
+        policy: &ConvPolicy,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
+        let options = BuildOptions {
+            policy: *policy,
+            precision,
+        };
+        // The stem follows the precision unless `RESNET18_FC_INT8_STEM=f32`.
+        let stem_options = BuildOptions {
+            precision: if int8_stem() {
+                precision
+            } else {
+                Precision::F32
+            },
+            ..options
+        };
         let stem_spec = ConvSpec {
             out_channels: 64,
             in_channels: 3,
@@ -463,11 +586,11 @@ impl ResNet18 {
             padding: 3,
             relu: true,
         };
-        let stem = load_conv_bn(src, "conv1", "bn1", stem_spec, policy)?;
+        let stem = load_conv_bn(src, "conv1", "bn1", stem_spec, &stem_options)?;
         let blocks = block_prefixes()
             .into_iter()
             .map(|(prefix, inp, out, downsample)| {
-                BasicBlock::load(src, &prefix, inp, out, downsample, policy)
+                BasicBlock::load(src, &prefix, inp, out, downsample, &options)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let fc = Linear::new(src.tensor("fc.weight")?, Some(src.tensor("fc.bias")?));
@@ -484,11 +607,17 @@ impl ResNet18 {
     }
 
     /// Opens a safetensors file, validates every tensor and builds the graph (tensors are read
-    /// one at a time and only their packed form is kept).
+    /// one at a time and only their packed form is kept), at [`Precision::process_default`].
     pub fn load(path: &Path) -> Result<Self, ModelError> {
+        Self::load_with(path, Precision::process_default())
+    }
+
+    /// [`Self::load`] at an explicit precision. In int8 only the quantized weights stay
+    /// resident (each f32 tensor is dropped once packed).
+    pub fn load_with(path: &Path, precision: Precision) -> Result<Self, ModelError> {
         let file = SafetensorsFile::open(path)?;
         file.validate()?;
-        Self::from_source(&file)
+        Self::from_source_precision(&file, &ConvPolicy::from_env(), precision)
     }
 
     /// Runs the network on a normalised `N×3×224×224` f32 tensor (NCHW, as TorchVision) and
@@ -536,6 +665,15 @@ mod tests {
                 .iter()
                 .any(|s| s.name.starts_with("layer1.0.downsample"))
         );
+    }
+
+    #[test]
+    fn precision_names_parse_case_insensitively_and_unknown_names_are_rejected() {
+        assert_eq!("f32".parse::<Precision>(), Ok(Precision::F32));
+        assert_eq!(" INT8 ".parse::<Precision>(), Ok(Precision::Int8));
+        assert!("int4".parse::<Precision>().is_err());
+        assert_eq!(Precision::default(), Precision::F32);
+        assert_eq!(Precision::Int8.to_string(), "int8");
     }
 
     #[test]

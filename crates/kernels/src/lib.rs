@@ -16,8 +16,11 @@
 //! One module per kernel family: [`conv`] (convolution as tiled im2col + GEMM), [`matmul`]
 //! (packed-weight register-blocked matrix multiply for AVX-512 / AVX2), [`pool`]
 //! (max-pool and global average pool), [`winograd`] (3×3 stride-1 convolutions as Winograd
-//! `F(2,3)` / `F(4,3)`: transformed tiles + one GEMM per tile position) and [`fold`]
-//! (batch-norm folding, run once at load).
+//! `F(2,3)` / `F(4,3)`: transformed tiles + one GEMM per tile position), [`fold`]
+//! (batch-norm folding, run once at load), and the 8-bit pair [`qgemm`] (u8 × s8 → i32
+//! micro-kernels for AVX-512 VNNI, AVX-VNNI, AVX2 and portable code, with a fused
+//! requantize/bias/residual/ReLU epilogue) and [`qconv`] (per-channel int8 weights, activations
+//! quantized per tensor at run time, u8 im2col).
 //! [`threads`] describes the thread budget.
 //!
 //! This is a crate of its own (workspace member `crates/kernels`) so that it is compiled with
@@ -28,6 +31,8 @@ pub mod conv;
 pub mod fold;
 pub mod matmul;
 pub mod pool;
+pub mod qconv;
+pub mod qgemm;
 pub mod threads;
 pub mod winograd;
 
@@ -37,6 +42,7 @@ mod test_support;
 pub use conv::PackedConv;
 pub use fold::{BatchNorm, fold_batch_norm};
 pub use pool::{GlobalAvgPool, MaxPool};
+pub use qconv::QConv;
 pub use winograd::{Variant as WinogradVariant, WinogradConv};
 
 use std::mem::MaybeUninit;
