@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{D, Device, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::labels;
+use crate::labels::{self, Lang};
 use crate::preprocess::{
     self, Cancel, DecodeMemory, INPUT_SIZE, Interrupted, Limits, PreprocessError, Preprocessed,
     TENSOR_LEN,
@@ -57,22 +57,52 @@ impl ClassifyError {
     }
 }
 
-/// One ranked class.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Class {
+/// One ranked class, as every answer shows it (CLI, `/classify`, OSS result objects).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
     /// 1 for the most probable class.
     pub rank: usize,
     /// ImageNet class index, `0..1000`.
     pub index: usize,
-    /// TorchVision's category name.
-    pub label: &'static str,
+    /// Category name: TorchVision's English one, or another language's ([`Self::in_lang`]).
+    pub label: String,
+    /// The English name, present when `label` is in another language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_en: Option<String>,
+    /// The Chinese name, present where both names are recorded ([`Self::with_both_names`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_zh: Option<String>,
     /// Softmax probability.
     pub score: f32,
 }
 
-/// Where the time of one classification went.
+impl Prediction {
+    /// This prediction with `label` in `lang`; for any language but English the English name
+    /// moves to `label_en`. English leaves it unchanged (no extra field).
+    pub fn in_lang(self, lang: Lang) -> Self {
+        let Some(name) = lang.label(self.index).filter(|_| lang != Lang::En) else {
+            return self;
+        };
+        Self {
+            label_en: Some(self.label),
+            label: name.to_string(),
+            ..self
+        }
+    }
+
+    /// This prediction with the English `label` and the Chinese `label_zh`.
+    pub fn with_both_names(self) -> Self {
+        Self {
+            label_zh: labels::label_zh(self.index).map(str::to_string),
+            ..self
+        }
+    }
+}
+
+/// Where the time of one classification went, stage by stage (serialised in milliseconds by
+/// the CLI; the service reports [`crate::engine::Timing`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Timing {
+pub struct StageTimes {
     /// Decoding the file into pixels.
     #[serde(serialize_with = "as_millis")]
     pub decode: Duration,
@@ -91,13 +121,13 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// The model's name, reported by `/healthz`, in every answer and in OSS result objects.
 pub const MODEL_NAME: &str = "resnet18";
 
-/// The answer for one image.
+/// The classifier's answer for one image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Prediction {
+pub struct Ranking {
     /// The `k` most probable classes, best first.
-    pub classes: Vec<Class>,
+    pub classes: Vec<Prediction>,
     /// Time per stage.
-    pub timing: Timing,
+    pub timing: StageTimes,
 }
 
 /// Facts about the loaded model, for health checks and logs.
@@ -215,15 +245,15 @@ impl Classifier {
     }
 
     /// Classifies one encoded image and returns its `k` most probable classes.
-    pub fn classify(&self, image: &[u8], k: usize) -> Result<Prediction, ClassifyError> {
+    pub fn classify(&self, image: &[u8], k: usize) -> Result<Ranking, ClassifyError> {
         check_top_k(k)?;
         let pre = preprocess::preprocess(image, &self.limits)?;
         let started = Instant::now();
         let probabilities = self.probabilities(&pre.chw, 1)?;
         let inference = started.elapsed();
-        Ok(Prediction {
+        Ok(Ranking {
             classes: top_k(&probabilities[0], k),
-            timing: Timing {
+            timing: StageTimes {
                 decode: pre.decode,
                 preprocess: pre.transform,
                 inference,
@@ -238,7 +268,7 @@ impl Classifier {
         &self,
         images: &[&[u8]],
         k: usize,
-    ) -> Result<Vec<Result<Prediction, ClassifyError>>, ClassifyError> {
+    ) -> Result<Vec<Result<Ranking, ClassifyError>>, ClassifyError> {
         check_top_k(k)?;
         let pre: Vec<_> = images
             .iter()
@@ -258,9 +288,9 @@ impl Classifier {
             .map(|result| {
                 let p = result?;
                 let row = rows.next().unwrap_or_default();
-                Ok(Prediction {
+                Ok(Ranking {
                     classes: top_k(&row, k),
-                    timing: Timing {
+                    timing: StageTimes {
                         decode: p.decode,
                         preprocess: p.transform,
                         inference,
@@ -338,7 +368,7 @@ pub fn check_top_k(k: usize) -> Result<(), ClassifyError> {
 }
 
 /// The `k` largest probabilities, best first; ties keep the lower class index first.
-pub fn top_k(probabilities: &[f32], k: usize) -> Vec<Class> {
+pub fn top_k(probabilities: &[f32], k: usize) -> Vec<Prediction> {
     let mut order: Vec<usize> = (0..probabilities.len()).collect();
     order.sort_by(|&a, &b| {
         probabilities[b]
@@ -349,10 +379,12 @@ pub fn top_k(probabilities: &[f32], k: usize) -> Vec<Class> {
         .into_iter()
         .take(k)
         .enumerate()
-        .map(|(rank, index)| Class {
+        .map(|(rank, index)| Prediction {
             rank: rank + 1,
             index,
-            label: labels::label(index).unwrap_or("unknown"),
+            label: labels::label(index).unwrap_or("unknown").to_string(),
+            label_en: None,
+            label_zh: None,
             score: probabilities[index],
         })
         .collect()

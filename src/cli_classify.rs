@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use resnet18_fc::classifier::{Classifier, ClassifyError, Prediction};
-use resnet18_fc::engine::Prediction as PredictionJson;
+use resnet18_fc::classifier::{Classifier, ClassifyError, Prediction, Ranking};
 use resnet18_fc::labels::Lang;
 use resnet18_fc::preprocess::Limits;
 use resnet18_fc::resnet::Precision;
@@ -105,14 +104,11 @@ fn progress_bar(files: usize) -> ProgressBar {
 
 /// The classes of `p` as the HTTP API names them: `label` in `lang`, `label_en` alongside
 /// when that is not English.
-fn predictions(p: &Prediction, lang: Lang) -> Vec<PredictionJson> {
-    p.classes
-        .iter()
-        .map(|c| PredictionJson::from(c).in_lang(lang))
-        .collect()
+fn predictions(p: &Ranking, lang: Lang) -> Vec<Prediction> {
+    p.classes.iter().cloned().map(|c| c.in_lang(lang)).collect()
 }
 
-fn json_line(path: &Path, result: &Result<Prediction, FileError>, lang: Lang) -> String {
+fn json_line(path: &Path, result: &Result<Ranking, FileError>, lang: Lang) -> String {
     let file = path.display().to_string();
     match result {
         Ok(p) => {
@@ -123,7 +119,7 @@ fn json_line(path: &Path, result: &Result<Prediction, FileError>, lang: Lang) ->
     .to_string()
 }
 
-fn table(path: &Path, result: &Result<Prediction, FileError>, lang: Lang) -> String {
+fn table(path: &Path, result: &Result<Ranking, FileError>, lang: Lang) -> String {
     let mut text = format!("{}\n", path.display());
     match result {
         Ok(p) => {

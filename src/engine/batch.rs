@@ -46,7 +46,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::pool::{Admission, InferencePool};
-use crate::classifier::{Class, Classifier, ClassifyError, top_k};
+use crate::classifier::{Classifier, ClassifyError, Prediction, top_k};
 use crate::preprocess::TENSOR_LEN;
 
 /// Largest batch by default: 2, for peak RSS. Measured with the release server on the
@@ -119,7 +119,7 @@ impl Forward for Classifier {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranked {
     /// The `k` most probable classes, best first.
-    pub classes: Vec<Class>,
+    pub classes: Vec<Prediction>,
     /// Duration of the forward pass this image was part of.
     pub inference: Duration,
     /// Number of images in that forward pass.

@@ -1,4 +1,5 @@
-//! What the engine answers for one image: one family of types, serialised as they are into the
+//! What the engine answers for one image: one family of types ([`Prediction`] is the
+//! classifier's own), serialised as they are into the
 //! `/classify` answer (`http`) and into OSS result objects (`results/<key>.json`).
 //!
 //! ```text
@@ -12,8 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::{Class, MODEL_NAME};
-use crate::labels::{self, Lang};
+use crate::classifier::MODEL_NAME;
+pub use crate::classifier::Prediction;
 
 /// One classified image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,61 +42,6 @@ impl Classification {
     }
 }
 
-/// One ranked class.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Prediction {
-    /// 1 for the most probable class.
-    pub rank: usize,
-    /// ImageNet class index.
-    pub index: usize,
-    /// Category name, in the language the request asked for (English by default).
-    pub label: String,
-    /// The English name, present when `label` is in another language.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_en: Option<String>,
-    /// The Chinese name, present where both names are recorded (OSS result objects).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_zh: Option<String>,
-    /// Softmax probability.
-    pub score: f32,
-}
-
-impl From<&Class> for Prediction {
-    fn from(c: &Class) -> Self {
-        Self {
-            rank: c.rank,
-            index: c.index,
-            label: c.label.to_string(),
-            label_en: None,
-            label_zh: None,
-            score: c.score,
-        }
-    }
-}
-
-impl Prediction {
-    /// This prediction with `label` in `lang`; for any language but English the English name
-    /// moves to `label_en`. English leaves it unchanged (no extra field).
-    pub fn in_lang(self, lang: Lang) -> Self {
-        let Some(name) = lang.label(self.index).filter(|_| lang != Lang::En) else {
-            return self;
-        };
-        Self {
-            label_en: Some(self.label),
-            label: name.to_string(),
-            ..self
-        }
-    }
-
-    /// This prediction with the English `label` and the Chinese `label_zh`.
-    pub fn with_both_names(self) -> Self {
-        Self {
-            label_zh: labels::label_zh(self.index).map(str::to_string),
-            ..self
-        }
-    }
-}
-
 /// Milliseconds per stage, rounded to 0.1 ms ([`crate::millis`]). The stages a
 /// caller does not report are absent from the JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -118,14 +64,17 @@ pub struct Timing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::labels::Lang;
 
     fn tabby() -> Prediction {
-        Prediction::from(&Class {
+        Prediction {
             rank: 1,
             index: 281,
-            label: "tabby",
+            label: "tabby".into(),
+            label_en: None,
+            label_zh: None,
             score: 0.5,
-        })
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::batch::{BatchError, Batcher, Request};
 use super::inline::Image;
 use super::model::{ModelLoader, ModelSlot};
 use super::pool::{InferencePool, PoolError};
-use super::{Classification, EngineError, EngineOptions, Prediction, Timing};
+use super::{Classification, EngineError, EngineOptions, Timing};
 use crate::classifier::{ClassifyError, check_top_k};
 use crate::millis;
 use crate::preprocess::{Cancel, Interrupted, PreprocessError};
@@ -163,8 +163,7 @@ impl Engine {
             queued: Some(millis(queued + ranked.waited)),
             ..Timing::default()
         };
-        let predictions = ranked.classes.iter().map(Prediction::from).collect();
-        let classification = Classification::new(predictions, timing, ranked.batch_size);
+        let classification = Classification::new(ranked.classes, timing, ranked.batch_size);
         tracing::debug!(
             queued_ms = timing.queued,
             decode_ms = timing.decode,

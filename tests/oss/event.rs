@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::oss_server::{Fault, OssTestServer, ServerKeys};
 use bytes::Bytes;
 use http::Method;
-use resnet18_fc::classifier::{Class, Classifier, ClassifyError, Timing};
+use resnet18_fc::classifier::{Classifier, ClassifyError, Prediction, StageTimes};
 use resnet18_fc::oss::event::{ClassifyFailure, EventReport, RecordStatus, process_event};
 use resnet18_fc::oss::{Access, Credentials, OssConfig, OssService};
 use resnet18_fc::preprocess::Limits;
@@ -36,8 +36,8 @@ fn classifier() -> &'static Classifier {
 #[derive(Serialize)]
 struct Output {
     model: &'static str,
-    predictions: Vec<Class>,
-    timing_ms: Timing,
+    predictions: Vec<Prediction>,
+    timing_ms: StageTimes,
 }
 
 async fn classify(bytes: Bytes) -> Result<Output, ClassifyFailure> {
