@@ -83,9 +83,13 @@ impl FetchOptions {
         }
     }
 
-    /// Installs into `dir/resnet18.safetensors` (and `dir/MANIFEST`).
+    /// Installs into `dir/resnet18.safetensors` (the file name of
+    /// [`crate::config::DEFAULT_MODEL`]) and `dir/MANIFEST`.
     pub fn in_dir(mut self, dir: &Path) -> Self {
-        self.model_path = dir.join("resnet18.safetensors");
+        let file = Path::new(crate::config::DEFAULT_MODEL)
+            .file_name()
+            .unwrap_or_default();
+        self.model_path = dir.join(file);
         self
     }
 
