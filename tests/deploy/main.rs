@@ -502,6 +502,11 @@ mod s_yaml_essentials {
             .expect("CORS origins are passed to the function");
         assert!(cors.contains("${vars."), "settable in vars: {cors}");
         assert_eq!(doc.render(cors), "", "CORS off by default");
+        let precision = env
+            .get("RESNET18_FC_PRECISION")
+            .expect("the precision is passed to the function");
+        assert!(precision.contains("${vars."), "settable in vars: {precision}");
+        assert_eq!(doc.render(precision), "f32", "f32 (exact) by default");
         assert!(
             env.keys().all(|k| !k.starts_with("FC_")),
             "FC_* names are reserved by FC"
