@@ -1,7 +1,8 @@
-//! The composition root: the one place that knows every part. It builds the [`Engine`], the HTTP
-//! services over it ([`crate::http::Server`]), plugs OSS into their seams ([`oss`]) and wraps
-//! them in the FC adapter ([`crate::fc`]); `resnet18-fc serve` (src/cli_serve.rs) calls
-//! [`run`]. Process-wide set-up (malloc) is [`crate::malloc`].
+//! The composition root: the one place that knows every part. It builds the
+//! [`Engine`](crate::engine::Engine), the HTTP services over it ([`crate::http::Server`]),
+//! plugs OSS into their seams ([`oss`]) and wraps them in the FC adapter ([`crate::fc`]);
+//! `resnet18-fc serve` (src/cli_serve.rs) calls [`run`]. Process-wide set-up (malloc) is
+//! [`crate::malloc`].
 //!
 //! ```text
 //! cli_serve ─▶ app ─┬─▶ fc      (platform: dispatch, markers, lifecycle, listener)

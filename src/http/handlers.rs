@@ -1,7 +1,7 @@
 //! Request handlers. They read the [`FcContext`] from the request extensions (put there by the
-//! FC adapter), parse requests ([`request`](super::request)), call the [`Engine`] and turn its
-//! answers into responses and its errors into [`ApiError`]s; they never see `x-fc-*` headers,
-//! tensors or pixels.
+//! FC adapter), parse requests ([`super::request`]), call the [`Engine`](crate::engine::Engine)
+//! and turn its answers into responses and its errors into [`ApiError`]s; they never see
+//! `x-fc-*` headers, tensors or pixels.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -107,7 +107,7 @@ pub struct ConvertReport {
 ///
 /// Every tensor ResNet-18 needs is checked (name, shape, float dtype) before any data is read;
 /// the first problem is reported by name, e.g. "missing tensor layer3.1.bn2.running_var
-/// (expected float [256])". `num_batches_tracked` buffers and other unused entries are skipped.
+/// (expected float \[256\])". `num_batches_tracked` buffers and other unused entries are skipped.
 /// The output is written to a temporary file beside `output` and renamed over it, so `output`
 /// is either untouched or complete. Cost: reads the whole checkpoint into memory (~47 MB) once.
 pub fn convert_checkpoint(

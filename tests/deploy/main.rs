@@ -505,7 +505,10 @@ mod s_yaml_essentials {
         let precision = env
             .get("RESNET18_FC_PRECISION")
             .expect("the precision is passed to the function");
-        assert!(precision.contains("${vars."), "settable in vars: {precision}");
+        assert!(
+            precision.contains("${vars."),
+            "settable in vars: {precision}"
+        );
         assert_eq!(doc.render(precision), "f32", "f32 (exact) by default");
         assert!(
             env.keys().all(|k| !k.starts_with("FC_")),
