@@ -19,12 +19,12 @@
 //! weight layout or a lost epilogue term gives errors of the order of the logits themselves.
 //! Run with `cargo test --test int8_golden -- --nocapture` to see the measured figures.
 
-use std::path::{Path, PathBuf};
-
 use resnet18_fc::classifier::Classifier;
 use resnet18_fc::preprocess::{self, INPUT_SIZE, Limits};
 use resnet18_fc::resnet::Precision;
 use serde::Deserialize;
+
+use crate::support::{golden_dir, read_golden_json as read_json};
 
 /// Largest mean |int8 − TorchVision| over the 1000 logits of one image.
 const MEAN_ABS_BOUND: f32 = 0.04;
@@ -40,17 +40,6 @@ struct Index {
 struct Fixture {
     crop: String,
     logits: Vec<f32>,
-}
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(file: &str) -> T {
-    let path = golden_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
 }
 
 fn argmax(values: &[f32]) -> usize {

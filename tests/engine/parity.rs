@@ -5,7 +5,6 @@
 //! weights from the recipe in `src/synthetic.rs`, so no pretrained checkpoint is needed.
 //! Run with `cargo test --test parity -- --nocapture` to see the measured figures.
 
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -14,9 +13,10 @@ use resnet18_fc::preprocess::{self, INPUT_SIZE, Limits, STD, TENSOR_LEN};
 use resnet18_fc::resnet::expected_tensors;
 use resnet18_fc::synthetic::synthetic_values;
 
-use crate::support::weights;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::support::{golden_dir, read_golden_json as read_json, weights};
 
 /// Bound on the max abs logit difference when fed TorchVision's own tensor.
 const LOGIT_TOLERANCE: f32 = 1e-4;
@@ -64,17 +64,6 @@ struct Fixture {
 struct Sample {
     index: usize,
     value: f32,
-}
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(file: &str) -> T {
-    let path = golden_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
 }
 
 /// Every fixture, in `index.json` order, with its name.

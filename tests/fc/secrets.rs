@@ -6,6 +6,7 @@
 //! succeed and fail, invoke errors, initialize, 404/405, pre-stop — and none of the six values
 //! may appear in stdout, stderr, or any response header or body.
 
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 use crate::support::oss_server::{OssTestServer, ServerKeys};
 use crate::support::{Spawned, client, jpeg, png};
 use base64::Engine as _;
@@ -20,8 +21,6 @@ const HDR_SECRET: &str = "HdrSecret-q4Wm8ZxL2vBn";
 const HDR_TOKEN: &str = "CAISHdrToken-Pa91Lk47Qe";
 
 const SECRETS: [&str; 6] = [ENV_ID, ENV_SECRET, ENV_TOKEN, HDR_ID, HDR_SECRET, HDR_TOKEN];
-
-use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 
 fn start_oss() -> &'static OssTestServer {
     OssTestServer::start_for_binary(ServerKeys {

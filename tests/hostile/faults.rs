@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 use crate::support::oss_server::{Fault, OssTestServer, ServerKeys};
 use crate::support::*;
 use base64::Engine as _;
@@ -24,8 +25,6 @@ use resnet18_fc::http::{ApiError, BoxFuture, EventHandler, ImageFetcher};
 use resnet18_fc::oss::{OssConfig, OssService};
 use resnet18_fc::preprocess::Limits;
 use serde_json::{Value, json};
-
-use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

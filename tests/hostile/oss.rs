@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
 
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 use crate::support::oss_server::{OssTestServer, ServerKeys};
 use crate::support::{ResponseExt, client, options, png, server_with_model, start_in_process};
 use resnet18_fc::app::OssPlugin;
@@ -203,8 +204,6 @@ async fn a_bucket_that_cannot_be_a_host_label_is_a_400_and_an_invalid_record() {
     let body: Value = response.json_or_null().await;
     assert_eq!(body["records"][0]["status"], "invalid", "{body}");
 }
-
-use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 
 fn oss_keys() -> ServerKeys {
     ServerKeys {

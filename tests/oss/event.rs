@@ -9,6 +9,7 @@ use std::io::Cursor;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 use crate::support::oss_server::{Fault, OssTestServer, ServerKeys};
 use bytes::Bytes;
 use http::Method;
@@ -19,7 +20,6 @@ use resnet18_fc::preprocess::Limits;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 const POSTOBJECT: &str = include_str!("../data/oss_event_postobject_beijing.json");
 const TEXT_FILE: &str = include_str!("../data/oss_event_text_ap_south.json");
 const TOP_K: usize = 3;

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 use crate::support::oss_server::{Fault, OssTestServer, ServerKeys};
 use crate::support::{
     ResponseExt, client, jpeg, options, png, server_with_model, start_in_process,
@@ -18,7 +19,6 @@ use resnet18_fc::oss::{OssConfig, OssService};
 use resnet18_fc::preprocess::Limits;
 use serde_json::{Value, json};
 
-use crate::support::OSS_EVENT_TEMPLATE as TEMPLATE;
 const TEXT_FILE: &str = include_str!("../data/oss_event_text_ap_south.json");
 const CAP: u64 = 1024 * 1024;
 

@@ -546,3 +546,16 @@ pub fn read_request_head(stream: &mut TcpStream) -> bool {
     }
     true
 }
+
+/// `tests/fixtures/golden/`: what PyTorch computed from the synthetic weights.
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
+}
+
+/// A JSON file of [`golden_dir`], parsed; panics naming the file when it cannot be.
+pub fn read_golden_json<T: serde::de::DeserializeOwned>(file: &str) -> T {
+    let path = golden_dir().join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
+}
