@@ -16,7 +16,10 @@ use crate::preprocess::{
     self, Cancel, DecodeMemory, INPUT_SIZE, Interrupted, Limits, PreprocessError, Preprocessed,
     TENSOR_LEN,
 };
-use crate::resnet::{ModelError, NUM_CLASSES, Precision, ResNet18, TensorSource};
+use crate::resnet::{ModelError, NUM_CLASSES, ResNet18, TensorSource};
+
+/// Arithmetic of the convolutions a classifier is loaded with (f32, or int8).
+pub use crate::resnet::Precision;
 
 /// Why a classification failed.
 #[derive(Debug, thiserror::Error)]
@@ -159,10 +162,10 @@ impl Classifier {
         Self::load_with_limits(path, Limits::default())
     }
 
-    /// Loads the weights at `path` at [`Precision::process_default`]; images are checked
+    /// Loads the weights at `path` in f32; images are checked
     /// against `limits` before decoding.
     pub fn load_with_limits(path: &Path, limits: Limits) -> Result<Self, ClassifyError> {
-        Self::load_with_options(path, limits, Precision::process_default())
+        Self::load_with_options(path, limits, Precision::F32)
     }
 
     /// [`Self::load_with_limits`] at an explicit precision.

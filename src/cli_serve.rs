@@ -127,12 +127,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     configure_rayon(workers);
     let port = config::resolve_port(args.port, &config::process_env)?;
     let address = socket_address(&args.host, port)?;
-    if !args.precision.set_process_default() {
-        anyhow::bail!(
-            "precision already fixed before --precision {}",
-            args.precision
-        );
-    }
     let model = config::resolve_model_path(args.model.as_deref(), &config::process_env);
     let loader = FetchingLoader {
         path: model,
@@ -142,6 +136,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             max_jpeg_scans: args.max_jpeg_scans,
             exact_jpeg: args.exact_jpeg,
         },
+        precision: args.precision,
         // A missing model is downloaded once: a progress bar when stderr is a terminal, log
         // lines otherwise; failures answer 503 with the next steps (`weights::EnsureError`).
         fetch: FetchOptions::from_env(),

@@ -272,10 +272,6 @@ impl ConvPolicy {
     }
 }
 
-/// Environment variable giving the default [`Precision`] of models loaded from a file
-/// (`f32` or `int8`); the `--precision` option of `serve` and `classify` reads it too.
-pub const PRECISION_ENV: &str = "RESNET18_FC_PRECISION";
-
 /// Arithmetic of the convolutions.
 ///
 /// `Int8`: every convolution runs on 8-bit integers — weights quantized at load per output
@@ -301,27 +297,7 @@ impl Precision {
             Precision::Int8 => "int8",
         }
     }
-
-    /// The precision of models loaded by [`ResNet18::load`]: the one given to
-    /// [`Precision::set_process_default`], else `RESNET18_FC_PRECISION` when it names one,
-    /// else f32. Decided once per process.
-    pub fn process_default() -> Self {
-        *PROCESS_PRECISION.get_or_init(|| {
-            std::env::var(PRECISION_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_default()
-        })
-    }
-
-    /// Fixes [`Self::process_default`] (the command line does, before loading the model).
-    /// Returns false when it was already decided differently.
-    pub fn set_process_default(self) -> bool {
-        *PROCESS_PRECISION.get_or_init(|| self) == self
-    }
 }
-
-static PROCESS_PRECISION: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
 
 /// Environment variable: `f32` keeps the stem convolution in f32 in int8 models (a
 /// benchmarking knob for the fidelity/speed trade-off; see docs/performance.md).
@@ -607,9 +583,9 @@ impl ResNet18 {
     }
 
     /// Opens a safetensors file, validates every tensor and builds the graph (tensors are read
-    /// one at a time and only their packed form is kept), at [`Precision::process_default`].
+    /// one at a time and only their packed form is kept), in f32.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        Self::load_with(path, Precision::process_default())
+        Self::load_with(path, Precision::F32)
     }
 
     /// [`Self::load`] at an explicit precision. In int8 only the quantized weights stay

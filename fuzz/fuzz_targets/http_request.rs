@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use libfuzzer_sys::fuzz_target;
 use resnet18_fc::app;
+use resnet18_fc::classifier::Precision;
 use resnet18_fc::engine::{Engine, EngineOptions, FileLoader};
 use resnet18_fc::fc::Lifecycle;
 use resnet18_fc::http::Server;
@@ -49,6 +50,7 @@ fn world() -> &'static World {
         let loader = Arc::new(FileLoader {
             path: PathBuf::from("/nonexistent/fuzz.safetensors"),
             limits: Limits::default(),
+            precision: Precision::F32,
         });
         let options = EngineOptions {
             workers: 1,

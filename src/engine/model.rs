@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::pool::InferencePool;
-use crate::classifier::{Classifier, ModelInfo};
+use crate::classifier::{Classifier, ModelInfo, Precision};
 use crate::preprocess::Limits;
 use crate::weights::{EnsureOutcome, FetchOptions, ensure_model};
 
@@ -72,6 +72,8 @@ pub struct FileLoader {
     pub path: PathBuf,
     /// Image limits of the classifier.
     pub limits: Limits,
+    /// Arithmetic of the convolutions.
+    pub precision: Precision,
 }
 
 impl ModelLoader for FileLoader {
@@ -81,7 +83,7 @@ impl ModelLoader for FileLoader {
             let remedy = "convert a TorchVision checkpoint into it or start with --model <path>";
             return Err(LoadError::new(message).with_remedy(remedy));
         }
-        Classifier::load_with_limits(&self.path, self.limits)
+        Classifier::load_with_options(&self.path, self.limits, self.precision)
             .map_err(|e| LoadError::new(e.to_string()))
     }
 
@@ -98,6 +100,8 @@ pub struct FetchingLoader {
     pub path: PathBuf,
     /// Image limits of the classifier.
     pub limits: Limits,
+    /// Arithmetic of the convolutions.
+    pub precision: Precision,
     /// Where to download from and what to expect.
     pub fetch: FetchOptions,
     /// Never download.
@@ -113,7 +117,7 @@ impl ModelLoader for FetchingLoader {
             }
             Err(e) => return Err(LoadError::new(e.summary()).with_remedy(e.remedy())),
         }
-        Classifier::load_with_limits(&self.path, self.limits)
+        Classifier::load_with_options(&self.path, self.limits, self.precision)
             .map_err(|e| LoadError::new(e.to_string()))
     }
 
@@ -345,6 +349,7 @@ mod tests {
         let loader = FetchingLoader {
             path: dir.path().join("resnet18.safetensors"),
             limits: Limits::default(),
+            precision: Precision::F32,
             fetch: FetchOptions::default(),
             offline: true,
         };

@@ -10,6 +10,7 @@ use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
+use resnet18_fc::classifier::Precision;
 use resnet18_fc::engine::FileLoader;
 use resnet18_fc::http::CorsPolicy;
 use resnet18_fc::preprocess::Limits;
@@ -561,6 +562,7 @@ async fn a_missing_model_is_503_until_initialize_loads_it() {
     let loader = Arc::new(FileLoader {
         path: path.clone(),
         limits: Limits::default(),
+        precision: Precision::F32,
     });
     let server = server_with_loader(loader, options());
     let addr = start_in_process(server);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use image::{ImageFormat, Rgb, RgbImage};
 use resnet18_fc::app;
-use resnet18_fc::classifier::Classifier;
+use resnet18_fc::classifier::{Classifier, Precision};
 use resnet18_fc::engine::{
     BatchOptions, Engine, EngineOptions, FileLoader, ModelLoader, ModelSlot,
 };
@@ -66,6 +66,7 @@ pub fn server_with_model(options: ServerOptions, limits: Limits) -> Server {
     let loader = Arc::new(FileLoader {
         path: PathBuf::from("/nonexistent/unused.safetensors"),
         limits,
+        precision: Precision::F32,
     });
     let slot = ModelSlot::with_classifier(loader, classifier(limits));
     let engine = Engine::with_slot(Arc::new(slot), options.engine());
