@@ -3,7 +3,7 @@
 //! `Image.open(f).convert("RGB")` → `Resize(256)` (shorter side, PIL's antialiased bilinear)
 //! → `CenterCrop(224)` → `ToTensor()` → `Normalize(mean, std)`.
 //!
-//! * **Decode** ([`decode`] submodule): JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, within
+//! * **Decode** (`decode` submodule): JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, within
 //!   the budget of [`Limits`]: the declared size, the decoded bytes and a JPEG's scan count
 //!   are checked from the container (`container` submodule) before any pixel buffer
 //!   exists; colour profiles and text chunks, which `convert("RGB")` never uses, are hidden
@@ -11,11 +11,11 @@
 //!   through a reader that stops it when the request's [`Cancel`] token fires (`cancel`
 //!   submodule). Concurrent decodes share a [`DecodeMemory`] (`memory` submodule), in
 //!   which each reserves [`memory_bound`] first.
-//! * **To RGB** ([`pixels`] submodule): PIL's `convert("RGB")` rules per mode (gray, palette,
+//! * **To RGB** (`pixels` submodule): PIL's `convert("RGB")` rules per mode (gray, palette,
 //!   alpha dropped without compositing, CMYK, 16-bit clip / high byte), documented there
 //!   with their Pillow source. No converted copy of the image is made: rows are converted as
 //!   the resampler reads them.
-//! * **Resize + crop** ([`resample`] submodule): PIL's own two-pass fixed-point bilinear
+//! * **Resize + crop** (`resample` submodule): PIL's own two-pass fixed-point bilinear
 //!   convolution, evaluated only on the 224×224 window that survives the crop, which gives
 //!   the same bytes as resizing everything and cropping. The output size follows
 //!   torchvision's `_compute_resized_output_size` and the crop offset its `center_crop`.
@@ -25,7 +25,7 @@
 //! lossy WebP differ only by the decoders (zune-jpeg vs libjpeg-turbo, image-webp vs libwebp).
 //!
 //! Big JPEGs: unless [`Limits::exact_jpeg`], a JPEG whose shorter side is ≥ 1024 is decoded
-//! at 1/2, 1/4 or 1/8 scale by a reduced inverse DCT ([`jpeg_scaled`] submodule, rule in
+//! at 1/2, 1/4 or 1/8 scale by a reduced inverse DCT (`jpeg_scaled` submodule, rule in
 //! [`jpeg_scale_denominator`]) and resized from there, mapped onto the same geometry as the
 //! full-size resize. That trades exactness (a few levels, README "Big JPEGs") for a 12 MP
 //! photo costing about what a 1 MP one does. Smaller JPEGs, and every other format, take

@@ -8,7 +8,7 @@
 //! * `C`: row-major with row stride `ldc`; only the requested columns are read and written.
 //!
 //! Micro-kernels keep an `MR × NR` block of `C` in vector registers and walk `K` in blocks of
-//! [`KC`] so the `KC × NR` slice of a panel stays in L1 while every `MR`-row strip of the tile
+//! `KC` so the `KC × NR` slice of a panel stays in L1 while every `MR`-row strip of the tile
 //! reuses it: AVX-512 `12 × 32` (24 zmm accumulators), AVX2+FMA `6 × 16` (12 ymm accumulators).
 //! The instruction set is detected once at run time; other CPUs use the `gemm` crate on the
 //! unpacked matrix.
