@@ -74,18 +74,30 @@ impl fmt::Display for Lang {
 #[error("unsupported language; use `en` (English) or `zh` (Simplified Chinese)")]
 pub struct UnknownLang;
 
+/// A BCP 47 subtag: 1 to 8 ASCII letters or digits.
+fn is_subtag(text: &str) -> bool {
+    (1..=8).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 impl FromStr for Lang {
     type Err = UnknownLang;
 
-    /// `en` or `zh`, ASCII case-insensitive, surrounding whitespace ignored.
+    /// A language tag, ASCII case-insensitive, surrounding whitespace ignored: `en` or any
+    /// `en-…` is English; `zh`, `zh-CN`, `zh-SG`, `zh-Hans` and `zh-Hans-…` are Simplified
+    /// Chinese. Traditional Chinese (`zh-TW`, `zh-HK`, `zh-Hant`) is refused: the names are
+    /// Simplified.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let code = s.trim();
-        if code.eq_ignore_ascii_case("en") {
-            Ok(Self::En)
-        } else if code.eq_ignore_ascii_case("zh") {
-            Ok(Self::Zh)
-        } else {
-            Err(UnknownLang)
+        let tag = s.trim().to_ascii_lowercase();
+        let mut subtags = tag.split(['-', '_']);
+        let primary = subtags.next().unwrap_or_default();
+        let rest: Vec<&str> = subtags.collect();
+        if !rest.iter().all(|subtag| is_subtag(subtag)) {
+            return Err(UnknownLang);
+        }
+        match (primary, rest.first().copied()) {
+            ("en", _) => Ok(Self::En),
+            ("zh", None | Some("cn" | "sg" | "hans")) => Ok(Self::Zh),
+            _ => Err(UnknownLang),
         }
     }
 }
@@ -169,11 +181,20 @@ mod tests {
     }
 
     #[test]
-    fn lang_parses_en_and_zh_only() {
+    fn lang_parses_english_and_simplified_chinese_tags_only() {
         assert_eq!("en".parse(), Ok(Lang::En));
         assert_eq!(" ZH ".parse(), Ok(Lang::Zh));
         assert_eq!("Zh".parse(), Ok(Lang::Zh));
-        for bad in ["", "fr", "zh-CN", "chinese", "e n"] {
+        for zh in ["zh-CN", "zh-cn", "zh_CN", "zh-Hans", "zh-SG", "zh-Hans-CN"] {
+            assert_eq!(zh.parse(), Ok(Lang::Zh), "{zh:?}");
+        }
+        for en in ["en-US", "EN-gb"] {
+            assert_eq!(en.parse(), Ok(Lang::En), "{en:?}");
+        }
+        for bad in [
+            "", "fr", "chinese", "e n", "zh-TW", "zh-HK", "zh-Hant", "zh-", "en-", "de-DE",
+            "zh-CN-!", "en-US-",
+        ] {
             assert_eq!(bad.parse::<Lang>(), Err(UnknownLang), "{bad:?}");
         }
         assert_eq!(Lang::default(), Lang::En);

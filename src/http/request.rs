@@ -226,8 +226,8 @@ fn invalid_lang(shown: &str) -> ApiError {
     ApiError::bad_request(
         "invalid_lang",
         format!(
-            "lang must be \"en\" (English, the default) or \"zh\" (Simplified Chinese), \
-             got {quoted}{ellipsis}"
+            "lang must be \"en\" (English, the default) or \"zh\" (Simplified Chinese; \
+             zh-CN and zh-Hans too), got {quoted}{ellipsis}"
         ),
     )
 }

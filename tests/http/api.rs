@@ -295,11 +295,21 @@ async fn lang_zh_gives_chinese_labels_in_every_input_form() {
             .into_bytes(),
     )
     .await;
+    // The tags clients send for Simplified Chinese mean the same.
+    let (s5, tag_zh_cn) = post(
+        "/classify?top_k=4&lang=zh-CN",
+        Some("image/jpeg"),
+        jpeg.clone(),
+    )
+    .await;
+    let (s6, tag_zh_hans) = post_json(json!({"image": b64, "top_k": 4, "lang": "zh-Hans"})).await;
     for (s, body) in [
         (s1, &json_zh),
         (s2, &query_zh),
         (s3, &multipart_zh),
         (s4, &query_wins),
+        (s5, &tag_zh_cn),
+        (s6, &tag_zh_hans),
     ] {
         assert_eq!(s, StatusCode::OK, "{body}");
         assert_chinese_version_of(body, &english);
@@ -320,6 +330,9 @@ async fn unknown_lang_is_400_invalid_lang_in_every_input_form() {
     let (status, body) = post_json(json!({"image": b64, "lang": 7})).await;
     assert_error(status, &body, 400, "invalid_lang");
     let (status, body) = post("/classify?lang=xx", Some("image/png"), image.clone()).await;
+    assert_error(status, &body, 400, "invalid_lang");
+    // Traditional Chinese is refused rather than answered in Simplified characters.
+    let (status, body) = post("/classify?lang=zh-TW", Some("image/png"), image.clone()).await;
     assert_error(status, &body, 400, "invalid_lang");
     let form = multipart_body(&[
         Part {
