@@ -375,7 +375,8 @@ mod tests {
 
     #[test]
     fn unknown_langs_are_400_invalid_lang() {
-        for query in ["lang=fr", "lang=", "lang", "lang=zh-CN"] {
+        assert_eq!(lang_from_query(Some("lang=zh-CN")), Ok(Some(Lang::Zh)));
+        for query in ["lang=fr", "lang=", "lang", "lang=zh-TW"] {
             let err = lang_from_query(Some(query)).unwrap_err();
             assert_eq!(err.code, "invalid_lang", "{query}");
             assert_eq!(err.status, StatusCode::BAD_REQUEST);
