@@ -20,12 +20,13 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
+use candle_core::{Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use crate::matmul::{Isa, Operands, PackedB};
+use crate::nhwc_op::{self, NhwcConv};
 use crate::threads::{budget, task_count};
-use crate::{SharedMut, assume_filled, contiguous_f32, filled_mut, uninit_output};
+use crate::{SharedMut, assume_filled, filled_mut, uninit_output};
 
 /// Output pixels per tile. Small enough that the tile's im2col block
 /// (`ROW_TILE × K` floats, at most 1.3 MB for `K = 4608`) and its output stay in L2.
@@ -71,7 +72,7 @@ impl std::fmt::Debug for PackedConv {
 
 /// Spatial sizes of one call.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
+pub(crate) struct Geometry {
     batch: usize,
     height: usize,
     width: usize,
@@ -146,12 +147,12 @@ impl PackedConv {
 
     /// `conv(x) + bias`, then ReLU if configured. `x` is NHWC; so is the result.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.apply_op1_no_bwd(self)
+        nhwc_op::forward(self, x)
     }
 
     /// `conv(x) + bias + residual`, then ReLU if configured (a ResNet block's second conv).
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        x.apply_op2_no_bwd(residual, &WithResidual(self))
+        nhwc_op::forward_add(self, x, residual)
     }
 
     /// Output spatial size for an `h×w` input.
@@ -423,48 +424,19 @@ fn relu_in_place(values: &mut [f32]) {
     }
 }
 
-impl candle_core::CustomOp1 for PackedConv {
-    fn name(&self) -> &'static str {
-        "nhwc-conv"
+impl NhwcConv for PackedConv {
+    const NAME: &'static str = "nhwc-conv";
+    const RESIDUAL_NAME: &'static str = "nhwc-conv-residual";
+    type Plan = Geometry;
+
+    fn plan(&self, input: &Shape) -> Result<(Geometry, Shape)> {
+        let g = self.geometry(input)?;
+        let shape = self.output_shape(&g);
+        Ok((g, shape))
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, "nhwc-conv")?;
-        let g = self.geometry(layout.shape())?;
-        let out = self.run(input, &g, None);
-        Ok((CpuStorage::F32(out), self.output_shape(&g)))
-    }
-}
-
-/// [`PackedConv`] with a residual input added before the activation.
-struct WithResidual<'a>(&'a PackedConv);
-
-impl candle_core::CustomOp2 for WithResidual<'_> {
-    fn name(&self) -> &'static str {
-        "nhwc-conv-residual"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let conv = self.0;
-        let input = contiguous_f32(s1, l1, "nhwc-conv-residual")?;
-        let residual = contiguous_f32(s2, l2, "nhwc-conv-residual")?;
-        let g = conv.geometry(l1.shape())?;
-        let shape = conv.output_shape(&g);
-        if l2.shape() != &shape {
-            bail!(
-                "nhwc-conv-residual: residual shape {:?}, expected {:?}",
-                l2.shape(),
-                shape
-            );
-        }
-        let out = conv.run(input, &g, Some(residual));
-        Ok((CpuStorage::F32(out), shape))
+    fn run(&self, input: &[f32], plan: &Geometry, residual: Option<&[f32]>) -> Vec<f32> {
+        PackedConv::run(self, input, plan, residual)
     }
 }
 

@@ -30,6 +30,7 @@
 pub mod conv;
 pub mod fold;
 pub mod matmul;
+mod nhwc_op;
 pub mod pool;
 pub mod qconv;
 pub mod qgemm;

@@ -20,12 +20,13 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
+use candle_core::{Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use crate::nhwc_op::{self, NhwcConv};
 use crate::qgemm::{Epilogue, PackedQ, QIsa, QOperands};
 use crate::threads::{budget, task_count};
-use crate::{SharedMut, assume_filled, contiguous_f32, uninit_output};
+use crate::{SharedMut, assume_filled, uninit_output};
 
 /// Output pixels per tile (a multiple of every micro-tile height: 12, 6, 3, 4).
 const ROW_TILE: usize = 72;
@@ -288,7 +289,7 @@ impl std::fmt::Debug for QConv {
 
 /// Spatial sizes of one call.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
+pub(crate) struct Geometry {
     batch: usize,
     height: usize,
     width: usize,
@@ -397,12 +398,12 @@ impl QConv {
 
     /// `conv(x) + bias`, then ReLU if configured. `x` is NHWC f32; so is the result.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.apply_op1_no_bwd(self)
+        nhwc_op::forward(self, x)
     }
 
     /// `conv(x) + bias + residual`, then ReLU if configured.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        x.apply_op2_no_bwd(residual, &QWithResidual(self))
+        nhwc_op::forward_add(self, x, residual)
     }
 
     /// Output spatial size for an `h×w` input.
@@ -662,48 +663,19 @@ impl QConv {
     }
 }
 
-impl candle_core::CustomOp1 for QConv {
-    fn name(&self) -> &'static str {
-        "nhwc-qconv"
+impl NhwcConv for QConv {
+    const NAME: &'static str = "nhwc-qconv";
+    const RESIDUAL_NAME: &'static str = "nhwc-qconv-residual";
+    type Plan = Geometry;
+
+    fn plan(&self, input: &Shape) -> Result<(Geometry, Shape)> {
+        let g = self.geometry(input)?;
+        let shape = self.output_shape(&g);
+        Ok((g, shape))
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, "nhwc-qconv")?;
-        let g = self.geometry(layout.shape())?;
-        let out = self.run(input, &g, None);
-        Ok((CpuStorage::F32(out), self.output_shape(&g)))
-    }
-}
-
-/// [`QConv`] with a residual input added before the activation.
-struct QWithResidual<'a>(&'a QConv);
-
-impl candle_core::CustomOp2 for QWithResidual<'_> {
-    fn name(&self) -> &'static str {
-        "nhwc-qconv-residual"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let conv = self.0;
-        let input = contiguous_f32(s1, l1, "nhwc-qconv-residual")?;
-        let residual = contiguous_f32(s2, l2, "nhwc-qconv-residual")?;
-        let g = conv.geometry(l1.shape())?;
-        let shape = conv.output_shape(&g);
-        if l2.shape() != &shape {
-            bail!(
-                "nhwc-qconv-residual: residual shape {:?}, expected {:?}",
-                l2.shape(),
-                shape
-            );
-        }
-        let out = conv.run(input, &g, Some(residual));
-        Ok((CpuStorage::F32(out), shape))
+    fn run(&self, input: &[f32], plan: &Geometry, residual: Option<&[f32]>) -> Vec<f32> {
+        QConv::run(self, input, plan, residual)
     }
 }
 

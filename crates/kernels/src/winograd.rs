@@ -28,12 +28,13 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
+use candle_core::{Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use crate::matmul::{Isa, Operands, PackedB};
+use crate::nhwc_op::{self, NhwcConv};
 use crate::threads::{budget, task_count};
-use crate::{SharedMut, assume_filled, contiguous_f32, uninit_output};
+use crate::{SharedMut, assume_filled, uninit_output};
 
 /// Which Winograd tiling a [`WinogradConv`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +198,7 @@ impl std::fmt::Debug for WinogradConv {
 
 /// Spatial sizes and tiling of one call.
 #[derive(Debug, Clone, Copy)]
-struct Grid {
+pub(crate) struct Grid {
     batch: usize,
     height: usize,
     width: usize,
@@ -284,12 +285,12 @@ impl WinogradConv {
 
     /// `conv(x) + bias`, then ReLU if configured. `x` is NHWC; so is the result.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.apply_op1_no_bwd(self)
+        nhwc_op::forward(self, x)
     }
 
     /// `conv(x) + bias + residual`, then ReLU if configured (a ResNet block's second conv).
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        x.apply_op2_no_bwd(residual, &WithResidual(self))
+        nhwc_op::forward_add(self, x, residual)
     }
 
     /// The tiling in use.
@@ -751,16 +752,18 @@ fn tile_coords(g: &Grid, tile: usize) -> (usize, usize, usize) {
     (tile / plane, (tile % plane) / g.tiles_x, tile % g.tiles_x)
 }
 
-impl candle_core::CustomOp1 for WinogradConv {
-    fn name(&self) -> &'static str {
-        "nhwc-winograd"
+impl NhwcConv for WinogradConv {
+    const NAME: &'static str = "nhwc-winograd";
+    const RESIDUAL_NAME: &'static str = "nhwc-winograd-residual";
+    type Plan = Grid;
+
+    fn plan(&self, input: &Shape) -> Result<(Grid, Shape)> {
+        let grid = self.grid(input)?;
+        Ok((grid, self.output_shape(input)?))
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, "nhwc-winograd")?;
-        let grid = self.grid(layout.shape())?;
-        let out = self.run(input, &grid, None);
-        Ok((CpuStorage::F32(out), self.output_shape(layout.shape())?))
+    fn run(&self, input: &[f32], plan: &Grid, residual: Option<&[f32]>) -> Vec<f32> {
+        WinogradConv::run(self, input, plan, residual)
     }
 }
 
@@ -768,38 +771,6 @@ impl WinogradConv {
     fn output_shape(&self, input: &Shape) -> Result<Shape> {
         let (batch, height, width, _) = input.dims4()?;
         Ok(Shape::from((batch, height, width, self.out_channels)))
-    }
-}
-
-/// [`WinogradConv`] with a residual input added before the activation.
-struct WithResidual<'a>(&'a WinogradConv);
-
-impl candle_core::CustomOp2 for WithResidual<'_> {
-    fn name(&self) -> &'static str {
-        "nhwc-winograd-residual"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let conv = self.0;
-        let input = contiguous_f32(s1, l1, "nhwc-winograd-residual")?;
-        let residual = contiguous_f32(s2, l2, "nhwc-winograd-residual")?;
-        let grid = conv.grid(l1.shape())?;
-        let shape = conv.output_shape(l1.shape())?;
-        if l2.shape() != &shape {
-            bail!(
-                "nhwc-winograd-residual: residual shape {:?}, expected {:?}",
-                l2.shape(),
-                shape
-            );
-        }
-        let out = conv.run(input, &grid, Some(residual));
-        Ok((CpuStorage::F32(out), shape))
     }
 }
 
