@@ -24,7 +24,7 @@ use candle_core::{Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use crate::matmul::{Isa, Operands, PackedB};
-use crate::nhwc_op::{self, NhwcConv};
+use crate::nhwc_op::{self, Geometry, NhwcConv};
 use crate::threads::{budget, task_count};
 use crate::{SharedMut, assume_filled, filled_mut, uninit_output};
 
@@ -67,23 +67,6 @@ impl std::fmt::Debug for PackedConv {
             .field("padding", &self.padding)
             .field("relu", &self.relu)
             .finish_non_exhaustive()
-    }
-}
-
-/// Spatial sizes of one call.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Geometry {
-    batch: usize,
-    height: usize,
-    width: usize,
-    out_height: usize,
-    out_width: usize,
-}
-
-impl Geometry {
-    /// Number of output pixels over the whole batch (GEMM rows).
-    fn rows(&self) -> usize {
-        self.batch * self.out_height * self.out_width
     }
 }
 
@@ -157,8 +140,7 @@ impl PackedConv {
 
     /// Output spatial size for an `h×w` input.
     pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
-        let span = |n: usize| (n + 2 * self.padding).saturating_sub(self.kernel) / self.stride + 1;
-        (span(h), span(w))
+        nhwc_op::output_size(h, w, [self.kernel, self.stride, self.padding])
     }
 
     fn k_dim(&self) -> usize {
@@ -166,27 +148,8 @@ impl PackedConv {
     }
 
     fn geometry(&self, shape: &Shape) -> Result<Geometry> {
-        let (batch, height, width, channels) = shape.dims4()?;
-        if channels != self.in_channels {
-            bail!(
-                "conv: input has {channels} channels (NHWC), expected {}",
-                self.in_channels
-            );
-        }
-        if height + 2 * self.padding < self.kernel || width + 2 * self.padding < self.kernel {
-            bail!(
-                "conv: input {height}x{width} smaller than kernel {}",
-                self.kernel
-            );
-        }
-        let (out_height, out_width) = self.output_size(height, width);
-        Ok(Geometry {
-            batch,
-            height,
-            width,
-            out_height,
-            out_width,
-        })
+        let window = [self.kernel, self.stride, self.padding];
+        Geometry::of("conv", shape, self.in_channels, window)
     }
 
     fn output_shape(&self, g: &Geometry) -> Shape {

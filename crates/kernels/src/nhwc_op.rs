@@ -1,6 +1,7 @@
-//! The candle custom-op glue shared by the NHWC convolutions ([`crate::conv::PackedConv`],
-//! [`crate::winograd::WinogradConv`], [`crate::qconv::QConv`]): one input, or one input plus a
-//! residual of the output's shape, added before the activation.
+//! What the NHWC convolutions ([`crate::conv::PackedConv`], [`crate::winograd::WinogradConv`],
+//! [`crate::qconv::QConv`]) share: the candle custom-op glue (one input, or one input plus a
+//! residual of the output's shape, added before the activation) and the input geometry of the
+//! square-kernel ones.
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 
@@ -75,4 +76,57 @@ impl<T: NhwcConv> candle_core::CustomOp2 for WithResidual<'_, T> {
         let out = self.0.run(input, &plan, Some(residual));
         Ok((CpuStorage::F32(out), shape))
     }
+}
+
+/// Spatial sizes of one call of a square-kernel, strided, zero-padded NHWC convolution.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geometry {
+    pub(crate) batch: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) out_height: usize,
+    pub(crate) out_width: usize,
+}
+
+impl Geometry {
+    /// Checks an NHWC input `shape` against a layer of `in_channels` inputs and a `kernel`×
+    /// `kernel` window moved by `stride` over the input padded by `padding`; `op` names the
+    /// layer kind in errors.
+    pub(crate) fn of(
+        op: &str,
+        shape: &Shape,
+        in_channels: usize,
+        [kernel, stride, padding]: [usize; 3],
+    ) -> Result<Self> {
+        let (batch, height, width, channels) = shape.dims4()?;
+        if channels != in_channels {
+            bail!("{op}: input has {channels} channels (NHWC), expected {in_channels}");
+        }
+        if height + 2 * padding < kernel || width + 2 * padding < kernel {
+            bail!("{op}: input {height}x{width} smaller than kernel {kernel}");
+        }
+        let (out_height, out_width) = output_size(height, width, [kernel, stride, padding]);
+        Ok(Self {
+            batch,
+            height,
+            width,
+            out_height,
+            out_width,
+        })
+    }
+
+    /// Number of output pixels over the whole batch (GEMM rows).
+    pub(crate) fn rows(&self) -> usize {
+        self.batch * self.out_height * self.out_width
+    }
+}
+
+/// Output spatial size of an `h×w` input under `[kernel, stride, padding]`.
+pub(crate) fn output_size(
+    h: usize,
+    w: usize,
+    [kernel, stride, padding]: [usize; 3],
+) -> (usize, usize) {
+    let span = |n: usize| (n + 2 * padding).saturating_sub(kernel) / stride + 1;
+    (span(h), span(w))
 }

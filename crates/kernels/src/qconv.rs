@@ -23,7 +23,7 @@ use std::sync::Arc;
 use candle_core::{Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::nhwc_op::{self, NhwcConv};
+use crate::nhwc_op::{self, Geometry, NhwcConv};
 use crate::qgemm::{Epilogue, PackedQ, QIsa, QOperands};
 use crate::threads::{budget, task_count};
 use crate::{SharedMut, assume_filled, uninit_output};
@@ -287,22 +287,6 @@ impl std::fmt::Debug for QConv {
     }
 }
 
-/// Spatial sizes of one call.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Geometry {
-    batch: usize,
-    height: usize,
-    width: usize,
-    out_height: usize,
-    out_width: usize,
-}
-
-impl Geometry {
-    fn rows(&self) -> usize {
-        self.batch * self.out_height * self.out_width
-    }
-}
-
 /// One call's quantized input and epilogue vectors.
 struct Prepared {
     /// The quantized input in its first `len` bytes (the buffer may be longer).
@@ -408,8 +392,7 @@ impl QConv {
 
     /// Output spatial size for an `h×w` input.
     pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
-        let span = |n: usize| (n + 2 * self.padding).saturating_sub(self.kernel) / self.stride + 1;
-        (span(h), span(w))
+        nhwc_op::output_size(h, w, [self.kernel, self.stride, self.padding])
     }
 
     /// Bytes of packed int8 weights.
@@ -418,27 +401,8 @@ impl QConv {
     }
 
     fn geometry(&self, shape: &Shape) -> Result<Geometry> {
-        let (batch, height, width, channels) = shape.dims4()?;
-        if channels != self.in_channels {
-            bail!(
-                "qconv: input has {channels} channels (NHWC), expected {}",
-                self.in_channels
-            );
-        }
-        if height + 2 * self.padding < self.kernel || width + 2 * self.padding < self.kernel {
-            bail!(
-                "qconv: input {height}x{width} smaller than kernel {}",
-                self.kernel
-            );
-        }
-        let (out_height, out_width) = self.output_size(height, width);
-        Ok(Geometry {
-            batch,
-            height,
-            width,
-            out_height,
-            out_width,
-        })
+        let window = [self.kernel, self.stride, self.padding];
+        Geometry::of("qconv", shape, self.in_channels, window)
     }
 
     fn output_shape(&self, g: &Geometry) -> Shape {
