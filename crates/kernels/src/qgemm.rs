@@ -671,6 +671,24 @@ mod tests {
         n: usize,
     }
 
+    /// The bare integer products (scale 1, no zero point, bias, residual or ReLU) of every
+    /// column, in a C first filled with `fill`.
+    fn integer_products(isa: QIsa, r: &Run, fill: f32) -> Vec<f32> {
+        let n = r.n;
+        let (ones, zeros) = (vec![1.0; n], vec![0.0; n]);
+        run(
+            isa,
+            r,
+            &ones,
+            &vec![0; n],
+            &zeros,
+            None,
+            false,
+            (0, n),
+            fill,
+        )
+    }
+
     /// Runs one GEMM on `isa` with the given epilogue parameters over columns `c0..c1`;
     /// columns outside keep `fill`.
     #[allow(clippy::too_many_arguments)]
@@ -747,17 +765,7 @@ mod tests {
                 n,
             };
             for isa in supported() {
-                let got = run(
-                    isa,
-                    &r,
-                    &vec![1.0; n],
-                    &vec![0; n],
-                    &vec![0.0; n],
-                    None,
-                    false,
-                    (0, n),
-                    f32::NAN,
-                );
+                let got = integer_products(isa, &r, f32::NAN);
                 for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(g, w as f32, "{isa:?} {rows}x{k}x{n} element {idx}");
                 }
@@ -782,17 +790,7 @@ mod tests {
             n,
         };
         for isa in supported() {
-            let got = run(
-                isa,
-                &r,
-                &vec![1.0; n],
-                &vec![0; n],
-                &vec![0.0; n],
-                None,
-                false,
-                (0, n),
-                0.0,
-            );
+            let got = integer_products(isa, &r, 0.0);
             for (j, &g) in got[..n].iter().enumerate() {
                 let want = if j % 2 == 0 {
                     255 * 127 * 4608
